@@ -1,0 +1,35 @@
+"""tunewise: fine-tune pre-trained models on a small budget, and measure what it buys.
+
+The public API is small; the command line calls exactly these functions::
+
+    import tunewise
+    result = tunewise.fit("run.yaml")                    # or a dict / RunConfig
+    print(result.before["mrr@20"], result.after["mrr@20"])
+    tunewise.evaluate("run.yaml", model="runs/faq")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["fit", "evaluate", "load_config", "RunConfig", "TunewiseError", "__version__"]
+
+from tunewise.errors import TunewiseError
+
+if TYPE_CHECKING:
+    from tunewise.config import RunConfig, load_config
+    from tunewise.run import evaluate, fit
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import tunewise` stays cheap; torch loads on first use.
+    if name in ("fit", "evaluate"):
+        from tunewise import run
+
+        return getattr(run, name)
+    if name in ("load_config", "RunConfig"):
+        from tunewise import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'tunewise' has no attribute {name!r}")

@@ -1,0 +1,130 @@
+"""The ``tunewise`` command line. It parses options and calls the library; no logic here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from tunewise.cli._errors import handle_errors
+from tunewise.cli.render import show_run
+
+app = typer.Typer(
+    name="tunewise",
+    help="Fine-tune pre-trained models on a small budget and measure what more data and time would buy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+ConfigArg = typer.Argument(None, help="YAML run config (optional: flags and --set can say everything).", show_default=False)
+SetOpt = typer.Option(None, "--set", "-s", help="Dotted override, e.g. --set train.epochs=2 (repeatable).")
+
+
+def _values(**flags) -> dict:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+@app.command()
+@handle_errors
+def fit(
+    config: Optional[Path] = ConfigArg,
+    train: Optional[str] = typer.Option(None, "--train", help="Training data file (data.train)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model folder or hub id (default: packaged MiniLM)."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Output folder."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="full, ... (strategy.name)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="mnrl, cached_mnrl, triplet, cosent, contrastive."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="train.epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="train.batch_size"),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="train.learning_rate"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for splits and training."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    overrides: Optional[list[str]] = SetOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json instead of tables."),
+) -> None:
+    """Fine-tune a model, evaluating it before and after on held-out data."""
+    from tunewise.config import load_config
+    from tunewise.run import fit as run_fit
+
+    values = _values(**{"data.train": train, "model": model, "output_dir": output_dir, "strategy.name": strategy,
+                        "train.loss": loss, "train.epochs": epochs, "train.batch_size": batch_size,
+                        "train.learning_rate": learning_rate, "seed": seed, "overwrite": overwrite or None})
+    cfg = load_config(config, overrides, values=values)
+    result = run_fit(cfg, console=Console(stderr=True, quiet=as_json))
+    if as_json:
+        print(json.dumps(result.metrics, indent=2, default=str))
+    else:
+        show_run(console, result.metrics, str(result.output_dir))
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    config: Optional[Path] = ConfigArg,
+    model: Optional[str] = typer.Option(None, "--model", help="Model to evaluate (default: the config's model)."),
+    train: Optional[str] = typer.Option(None, "--train", help="Data file (its held-out split is evaluated)."),
+    overrides: Optional[list[str]] = SetOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Evaluate a model on the config's evaluation set (no training)."""
+    from rich.table import Table
+
+    from tunewise.config import load_config
+    from tunewise.run import evaluate as run_evaluate
+
+    cfg = load_config(config, overrides, values=_values(**{"data.train": train}))
+    result = run_evaluate(cfg, model=model, console=Console(stderr=True, quiet=as_json))
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    table = Table(title=f"{result['model']}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result["metrics"].items():
+        table.add_row(name, f"{value:.4f}")
+    console.print(table)
+    console.print(f"{result['data'].get('eval_queries', '?')} queries, {result['seconds']:.1f} s")
+
+
+@app.command()
+@handle_errors
+def demo(
+    output_dir: str = typer.Option("runs/demo", "--output-dir", "-o", help="Output folder (replaced if it exists)."),
+    lang: str = typer.Option("sv", "--lang", help="FAQ language: sv (the pre-trained model is weak there) or en."),
+    overrides: Optional[list[str]] = SetOpt,
+) -> None:
+    """Fine-tune the packaged MiniLM on the packaged Swedish construction FAQ and show before/after."""
+    from tunewise.demo import demo_config
+    from tunewise.errors import TunewiseError
+    from tunewise.run import fit as run_fit
+
+    if lang not in ("sv", "en"):
+        raise TunewiseError(f"--lang: use sv or en, got '{lang}'")
+    cfg = demo_config(output_dir, lang=lang, overrides=overrides)
+    console.print(f"[bold]tunewise demo[/]: all-MiniLM-L6-v2 on the construction FAQ ({lang}), questions -> answers")
+    result = run_fit(cfg, console=console)
+    show_run(console, result.metrics, str(result.output_dir))
+
+
+@app.command("config")
+@handle_errors
+def show_config(
+    config: Optional[Path] = ConfigArg,
+    overrides: Optional[list[str]] = SetOpt,
+) -> None:
+    """Validate a config and print it with every default filled in."""
+    from tunewise.config import dump_config, load_config
+
+    print(dump_config(load_config(config, overrides)), end="")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Rich rendering of run results: the before/after table and example rankings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _short(text: str, width: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def metrics_table(metrics: dict[str, Any], title: str = "before / after") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("pre-trained", justify="right")
+    table.add_column("fine-tuned", justify="right")
+    table.add_column("relative", justify="right")
+    primary = metrics["primary_metric"]
+    for name, before in metrics["before"].items():
+        after = metrics["after"].get(name)
+        rel = metrics["relative_improvement"].get(name)
+        style = "bold" if name == primary else None
+        table.add_row(name + (" *" if name == primary else ""), f"{before:.4f}", f"{after:.4f}",
+                      "n/a" if rel is None else f"{rel * 100:+.1f}%", style=style)
+    return table
+
+
+def show_examples(console: Console, metrics: dict[str, Any]) -> None:
+    before, after = metrics["examples"]["before"], metrics["examples"]["after"]
+    for b, a in zip(before, after):
+        console.print(f"\n[bold]query:[/] {_short(b['query'])}")
+        for label, ex in (("before", b), ("after ", a)):
+            for rank, hit in enumerate(ex["top"][:3], start=1):
+                mark = "[green]✓[/]" if hit["relevant"] else " "
+                head = label if rank == 1 else "      "
+                console.print(f"  {head} {rank}. {mark} {hit['score']:.3f} {_short(hit['text'], 80)}")
+
+
+def show_run(console: Console, metrics: dict[str, Any], output_dir: str) -> None:
+    """Print the before/after table, examples and the run's cost."""
+    show_examples(console, metrics)
+    console.print()
+    console.print(metrics_table(metrics))
+    train, mem = metrics["train"], metrics["memory"]
+    strat = metrics["strategy"]
+    console.print(
+        f"strategy {strat['name']}: {strat['trainable_params']:,} / {strat['total_params']:,} parameters trained; "
+        f"{train['examples']} examples x {train['epochs']:g} epochs in {train['seconds']:.1f} s "
+        f"({train['samples_per_second']:.1f} examples/s), peak memory {mem['peak_mib']} MiB ({mem['method']})"
+    )
+    console.print(f"evaluation: {metrics['eval']['seconds_before']:.1f} s before, {metrics['eval']['seconds_after']:.1f} s after")
+    console.print(f"saved to [bold]{output_dir}[/] (model, metrics.json, config.yaml, README.md)")

@@ -1,0 +1,260 @@
+"""Retrieval data: training pairs/triplets and an evaluation set of queries, corpus and qrels.
+
+Training data comes as pairs (query, positive), triplets (query, positive, negative) or
+labeled items (text, label; pairs are formed from items sharing a label). Evaluation data is
+either given (queries + corpus + qrels files) or split from the training data: a seeded
+share of the distinct queries is held out and searched against the whole answer corpus.
+A query found in both train and eval is leakage: it is reported and, by default, removed
+from train.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunewise.config import DataConfig
+from tunewise.data.readers import read_records, require_columns, text_value
+from tunewise.errors import TunewiseError, did_you_mean
+
+# Role -> default column name. Users rename with data.columns.{role}.
+DEFAULT_COLUMNS = {
+    "query": "query",
+    "positive": "positive",
+    "negative": "negative",
+    "text": "text",
+    "label": "label",
+    "id": "id",
+    "query_id": "query_id",
+    "doc_id": "doc_id",
+    "relevance": "relevance",
+}
+KINDS = ("pairs", "triplets", "labeled")
+
+
+@dataclass
+class IRDataset:
+    """An evaluation set: queries and corpus by id, graded relevance per query."""
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+    def __post_init__(self) -> None:
+        # Only queries with at least one relevant document in the corpus can be scored.
+        self.qrels = {
+            q: {d: r for d, r in rel.items() if d in self.corpus and r > 0}
+            for q, rel in self.qrels.items()
+            if q in self.queries
+        }
+        self.qrels = {q: rel for q, rel in self.qrels.items() if rel}
+        self.queries = {q: self.queries[q] for q in self.qrels}
+
+
+@dataclass
+class RetrievalData:
+    """What the embedding task trains and evaluates on."""
+
+    train: list[dict[str, str]]  # rows with anchor, positive[, negative]
+    eval: IRDataset
+    validation: IRDataset | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.train[0].keys()) if self.train else []
+
+
+def normalize(text: str) -> str:
+    """The form used to compare queries for leakage: case-folded, whitespace collapsed."""
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def column_map(cfg: DataConfig) -> dict[str, str]:
+    for role in cfg.columns:
+        if role not in DEFAULT_COLUMNS:
+            raise TunewiseError(
+                f"data.columns: unknown role '{role}'{did_you_mean(role, DEFAULT_COLUMNS)}; "
+                f"roles are: {', '.join(DEFAULT_COLUMNS)}"
+            )
+    return {**DEFAULT_COLUMNS, **cfg.columns}
+
+
+def load_items(cfg: DataConfig) -> list[tuple[str, ...]]:
+    """Read the training file as tuples: (query, positive), (q, pos, neg) or (text, label)."""
+    if cfg.kind not in KINDS:
+        raise TunewiseError(f"data.kind: unknown '{cfg.kind}'{did_you_mean(cfg.kind, KINDS)}; use pairs, triplets or labeled")
+    if cfg.train is None:
+        raise TunewiseError("data.train: no training data given; set data.train (or --train) to a CSV/JSONL/Parquet file")
+    cols = column_map(cfg)
+    roles = {"pairs": ["query", "positive"], "triplets": ["query", "positive", "negative"], "labeled": ["text", "label"]}[cfg.kind]
+    records = read_records(cfg.train, cfg.format, option="data.train")
+    needed = {role: cols[role] for role in roles}
+    require_columns(records, needed, cfg.train)
+    return [tuple(text_value(r, needed[role], i, cfg.train) for role in roles) for i, r in enumerate(records)]
+
+
+def load_eval_files(cfg: DataConfig) -> IRDataset:
+    """Read explicit queries, corpus and qrels files."""
+    cols = column_map(cfg)
+    assert cfg.eval_queries and cfg.eval_corpus and cfg.eval_qrels
+    tables = {}
+    for option, path in (("data.eval_queries", cfg.eval_queries), ("data.eval_corpus", cfg.eval_corpus)):
+        records = read_records(path, "auto", option=option)
+        require_columns(records, {"id": cols["id"], "text": cols["text"]}, path)
+        tables[option] = {text_value(r, cols["id"], i, path): text_value(r, cols["text"], i, path) for i, r in enumerate(records)}
+    qrel_records = read_records(cfg.eval_qrels, "auto", option="data.eval_qrels")
+    require_columns(qrel_records, {"query_id": cols["query_id"], "doc_id": cols["doc_id"]}, cfg.eval_qrels)
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    has_rel = cols["relevance"] in qrel_records[0]
+    for i, r in enumerate(qrel_records):
+        q = text_value(r, cols["query_id"], i, cfg.eval_qrels)
+        d = text_value(r, cols["doc_id"], i, cfg.eval_qrels)
+        rel = 1
+        if has_rel:
+            try:
+                rel = int(float(r[cols["relevance"]]))
+            except (TypeError, ValueError):
+                raise TunewiseError(
+                    f"{cfg.eval_qrels}: row {i + 1}, column '{cols['relevance']}' must be a number, got {r[cols['relevance']]!r}"
+                ) from None
+        qrels[q][d] = rel
+    ds = IRDataset(tables["data.eval_queries"], tables["data.eval_corpus"], dict(qrels))
+    if not ds.qrels:
+        raise TunewiseError(
+            f"{cfg.eval_qrels}: no judgment matches a query id in {cfg.eval_queries} and a document id in {cfg.eval_corpus}; check the ids"
+        )
+    return ds
+
+
+def _held_out_count(n: int, cfg: DataConfig) -> int:
+    count = cfg.eval_size if cfg.eval_size is not None else round(n * cfg.eval_fraction)
+    if count >= n:
+        raise TunewiseError(f"data.eval_size: {count} held-out items leave nothing to train on ({n} in all); lower it")
+    return max(1, count)
+
+
+def _pairs_from_labels(items: list[tuple[str, ...]], rng: random.Random) -> list[dict[str, str]]:
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for text, label in items:
+        by_label[label].append(text)
+    rows = []
+    for texts in by_label.values():
+        if len(texts) < 2:
+            continue
+        for i, text in enumerate(texts):
+            j = rng.randrange(len(texts) - 1)
+            rows.append({"anchor": text, "positive": texts[j if j < i else j + 1]})
+    return rows
+
+
+def _split_labeled(items, cfg: DataConfig, seed: int, eval_ds: IRDataset | None):
+    rng = random.Random(seed)
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    if eval_ds is None:
+        n_eval = _held_out_count(len(items), cfg)
+        held, kept = order[:n_eval], order[n_eval:]
+        corpus = {f"d{i}": items[i][0] for i in kept}
+        by_label: dict[str, list[str]] = defaultdict(list)
+        for i in kept:
+            by_label[items[i][1]].append(f"d{i}")
+        queries = {f"q{i}": items[i][0] for i in held}
+        qrels = {f"q{i}": {d: 1 for d in by_label.get(items[i][1], [])} for i in held}
+        eval_ds = IRDataset(queries, corpus, qrels)
+        train_items = [items[i] for i in sorted(kept)]
+    else:
+        train_items = list(items)
+    return train_items, eval_ds
+
+
+def _split_pairs(items, cfg: DataConfig, seed: int, eval_ds: IRDataset | None):
+    """Hold out distinct queries; the corpus is every distinct positive (and negative)."""
+    if eval_ds is not None:
+        return list(items), eval_ds
+    doc_ids: dict[str, str] = {}
+    for item in items:
+        for text in item[1:]:
+            doc_ids.setdefault(text, f"d{len(doc_ids)}")
+    by_query: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        by_query[normalize(item[0])].append(i)
+    keys = sorted(by_query)
+    random.Random(seed).shuffle(keys)
+    n_eval = _held_out_count(len(keys), cfg)
+    held = keys[:n_eval]
+    queries, qrels = {}, {}
+    for n, key in enumerate(held):
+        qid = f"q{n}"
+        queries[qid] = items[by_query[key][0]][0]
+        qrels[qid] = {doc_ids[items[i][1]]: 1 for i in by_query[key]}
+    held_set = set(held)
+    train_items = [item for item in items if normalize(item[0]) not in held_set]
+    return train_items, IRDataset(queries, {d: t for t, d in doc_ids.items()}, qrels)
+
+
+def prepare_retrieval_data(cfg: DataConfig, seed: int, *, need_validation: bool = False) -> RetrievalData:
+    """Read, split and check the data of a retrieval run.
+
+    Args:
+        cfg: the data section of the run config.
+        seed: seeds the held-out split and label pairing (reproducible).
+        need_validation: carve a validation set out of train (for early stopping).
+
+    Returns:
+        Training rows, the evaluation set, an optional validation set and a report of
+        counts and leakage.
+
+    Raises:
+        TunewiseError: unreadable data, missing columns, fewer than two training items.
+    """
+    items = load_items(cfg)
+    eval_ds = load_eval_files(cfg) if cfg.eval_queries else None
+    split = _split_labeled if cfg.kind == "labeled" else _split_pairs
+    train_items, eval_ds = split(items, cfg, seed, eval_ds)
+
+    eval_norm = {normalize(t) for t in eval_ds.queries.values()}
+    leaked = [it for it in train_items if normalize(it[0]) in eval_norm]
+    if leaked and cfg.drop_leaked:
+        train_items = [it for it in train_items if normalize(it[0]) not in eval_norm]
+    if cfg.max_train is not None and len(train_items) > cfg.max_train:
+        rng = random.Random(seed)
+        train_items = [train_items[i] for i in sorted(rng.sample(range(len(train_items)), cfg.max_train))]
+
+    validation = None
+    if need_validation:
+        train_items, validation = _split_pairs(train_items, _val_cfg(cfg), seed + 1, None) if cfg.kind != "labeled" \
+            else _split_labeled(train_items, _val_cfg(cfg), seed + 1, None)
+
+    rng = random.Random(seed)
+    if cfg.kind == "labeled":
+        rows = _pairs_from_labels(train_items, rng)
+    else:
+        names = ["anchor", "positive", "negative"]
+        rows = [dict(zip(names, item)) for item in train_items]
+    if len(rows) < 2:
+        what = "pairs of same-label items" if cfg.kind == "labeled" else "training items"
+        raise TunewiseError(
+            f"data.train: only {len(rows)} {what} left after holding out the evaluation set; "
+            "need at least 2 (add data or lower data.eval_fraction)"
+        )
+    report = {
+        "kind": cfg.kind,
+        "items_read": len(items),
+        "train_examples": len(rows),
+        "eval_queries": len(eval_ds.queries),
+        "eval_corpus": len(eval_ds.corpus),
+        "validation_queries": len(validation.queries) if validation else 0,
+        "leaked_queries": len(leaked),
+        "leaked_removed": bool(leaked and cfg.drop_leaked),
+        "leaked_examples": [it[0] for it in leaked[:3]],
+    }
+    return RetrievalData(rows, eval_ds, validation, report)
+
+
+def _val_cfg(cfg: DataConfig) -> DataConfig:
+    return DataConfig(train=cfg.train, kind=cfg.kind, eval_fraction=cfg.validation_fraction)

@@ -1,0 +1,1 @@
+"""Memory: measured peak (measure.py) next to a closed-form estimate."""

@@ -1,0 +1,163 @@
+"""Run outputs: an atomically published folder, metrics.json and the model card.
+
+A run writes into a hidden staging folder next to the target and renames it into place
+only when everything is written, so an interrupted or failed run never leaves a folder
+that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tunewise.errors import TunewiseError
+
+
+def check_output_dir(path: str | Path, overwrite: bool) -> Path:
+    """Fail before any work when the output folder exists and may not be replaced."""
+    out = Path(path).expanduser()
+    if out.exists() and not overwrite:
+        raise TunewiseError(f"output_dir: {out} already exists; choose another folder or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise TunewiseError(f"output_dir: {out} is a file; choose a folder path")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TunewiseError(f"output_dir: cannot create {out.parent} ({err.strerror})") from None
+    return out
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """Yield a staging folder; on success it replaces ``target``, on failure it is removed."""
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(stale.name.rsplit("-", 1)[-1])
+            if not _pid_alive(pid):
+                shutil.rmtree(stale, ignore_errors=True)
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write text atomically."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("tunewise", "torch", "transformers", "sentence-transformers", "peft", "accelerate", "datasets"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def relative_improvement(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """(after - before) / before per metric; None where the pre-trained score is 0."""
+    return {k: ((after[k] - v) / v if v else None) for k, v in before.items() if k in after}
+
+
+def _fmt(value: float | None, pct: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value * 100:+.1f}%" if pct else f"{value:.4f}"
+
+
+def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usage: str, evaluated_on: str) -> str:
+    """A Hugging Face model card (README.md) with the before/after metrics."""
+    before, after = metrics["before"], metrics["after"]
+    rel = metrics["relative_improvement"]
+    train = metrics["train"]
+    memory = metrics.get("memory", {})
+    lines = [
+        "---",
+        f"library_name: {library}",
+        f"pipeline_tag: {pipeline_tag}",
+        "tags:",
+        "- tunewise",
+        f"- {metrics['task']}",
+        f"- strategy-{metrics['strategy']['name']}",
+        "---",
+        "",
+        f"# Fine-tuned with tunewise ({metrics['task']}, strategy `{metrics['strategy']['name']}`)",
+        "",
+        f"Base model: `{metrics['base_model']}`. Evaluated on {evaluated_on}; "
+        "the same evaluation scored the pre-trained model first.",
+        "",
+        "| metric | pre-trained | fine-tuned | relative improvement |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in before:
+        marker = " (primary)" if name == metrics["primary_metric"] else ""
+        lines.append(f"| {name}{marker} | {_fmt(before[name])} | {_fmt(after.get(name))} | {_fmt(rel.get(name), pct=True)} |")
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"- examples: {train['examples']} ({metrics['data'].get('kind', '')}), epochs: {train['epochs']:g}, steps: {train['steps']}",
+        f"- training time: {train['seconds']:.1f} s, {train['samples_per_second']:.1f} examples/s",
+        f"- trainable parameters: {metrics['strategy']['trainable_params']:,} of {metrics['strategy']['total_params']:,}",
+        f"- peak memory: {memory.get('peak_mib', 'n/a')} MiB ({memory.get('method', 'not measured')})",
+        f"- loss: {metrics['config']['train']['loss']}, learning rate {metrics['config']['train']['learning_rate']}, "
+        f"batch size {metrics['config']['train']['batch_size']}, seed {metrics['config']['seed']}",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        usage.strip(),
+        "```",
+        "",
+        "The full configuration and every number above are in `metrics.json` and `config.yaml` beside this file.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""The fine-tuning run: evaluate the pre-trained model, train, evaluate again, publish.
+
+:func:`fit` is what ``tunewise fit`` and ``tunewise demo`` call; :func:`evaluate` is what
+``tunewise evaluate`` calls. Both talk to tasks and strategies only through their registries.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tunewise.config import RunConfig, dump_config, load_config
+from tunewise.errors import TunewiseError
+from tunewise.memory.measure import PeakMemory
+from tunewise.models.loading import pick_device
+from tunewise.outputs import (
+    check_output_dir,
+    library_versions,
+    model_card,
+    relative_improvement,
+    staged_dir,
+    write_json,
+    write_text,
+)
+from tunewise.strategies import StrategyInfo, count_params, resolve_strategy
+from tunewise.tasks import TASKS
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the folder and the numbers written to its metrics.json."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    examples_before: list[dict[str, Any]] = field(default_factory=list)
+    examples_after: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def before(self) -> dict[str, float]:
+        return self.metrics["before"]
+
+    @property
+    def after(self) -> dict[str, float]:
+        return self.metrics["after"]
+
+
+def as_config(config: RunConfig | str | Path | dict | None, overrides: list[str] | None = None) -> RunConfig:
+    """Accept a RunConfig, a YAML path or a dict of options (dotted keys allowed)."""
+    if isinstance(config, RunConfig):
+        if overrides:
+            raise TunewiseError("overrides: apply them when loading the config (load_config(path, overrides))")
+        return config
+    if config is None or isinstance(config, dict):
+        return load_config(None, overrides, values=_flatten(config or {}))
+    return load_config(config, overrides)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "columns" and key != "strategy":
+            flat.update(_flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+
+
+def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[str] | None = None,
+        console: Console | None = None, callbacks: list | None = None) -> RunResult:
+    """Fine-tune a model as the config says and publish it with before/after metrics.
+
+    Args:
+        config: a RunConfig, a YAML path, or a dict of options (``{"data": {"train": ...}}``).
+        overrides: dotted ``key=value`` strings applied on top of a YAML config.
+        console: where progress and messages go (a quiet Console silences them).
+        callbacks: extra transformers TrainerCallbacks.
+
+    Returns:
+        The output folder and the metrics written to ``metrics.json``.
+
+    Raises:
+        TunewiseError: bad input (before anything is written).
+    """
+    cfg = as_config(config, overrides)
+    console = console or Console(stderr=True)
+    _quiet_libraries()
+    task = TASKS.get(cfg.task)()
+    strategy, options = resolve_strategy(cfg)
+    out = check_output_dir(cfg.output_dir, cfg.overwrite)
+    device = pick_device(cfg.train.device)
+    primary = cfg.eval.primary
+
+    data = task.prepare_data(cfg)
+    report = task.data_report(data)
+    if report.get("leaked_queries"):
+        action = "removed from train" if report.get("leaked_removed") else "KEPT in train (data.drop_leaked: false)"
+        console.print(f"[yellow]leakage:[/] {report['leaked_queries']} training queries also appear in the evaluation set; {action}")
+    console.print(f"data: {task.n_train(data)} training {task.unit}, " + ", ".join(
+        f"{k.replace('_', ' ')} {v}" for k, v in report.items() if k.startswith("eval_")))
+
+    with console.status("loading the pre-trained model"):
+        model = task.load_model(cfg, device)
+    console.print("evaluating the pre-trained model")
+    before = task.evaluate(model, data, cfg)
+    console.print(f"  before: {primary} = {before.metrics[primary]:.4f} ({before.seconds:.1f} s)")
+
+    model = strategy.prepare(model, task, options, cfg)
+    trainable, total = count_params(task.modules(model))
+    info = StrategyInfo(cfg.strategy_name, trainable, total)
+    console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}")
+
+    with staged_dir(out) as staging:
+        with PeakMemory(device) as peak:
+            stats = task.train(model, data, cfg, workdir=staging / "_checkpoints", callbacks=callbacks)
+        _remove_tree(staging / "_checkpoints")
+        console.print("evaluating the fine-tuned model")
+        after = task.evaluate(model, data, cfg)
+        console.print(f"  after: {primary} = {after.metrics[primary]:.4f}")
+        task.save(model, staging)
+        metrics = {
+            "task": cfg.task,
+            "base_model": cfg.model or "all-MiniLM-L6-v2 (packaged)",
+            "primary_metric": primary,
+            "before": before.metrics,
+            "after": after.metrics,
+            "relative_improvement": relative_improvement(before.metrics, after.metrics),
+            "strategy": {**info.as_dict(), "options": dict(cfg.strategy)},
+            "train": {
+                "seconds": round(stats.seconds, 3),
+                "examples": stats.examples,
+                "steps": stats.steps,
+                "epochs": stats.epochs,
+                "samples_per_second": round(stats.samples_per_second, 3),
+                "device": device,
+                "history": stats.history,
+                "best": stats.best,
+            },
+            "eval": {"seconds_before": round(before.seconds, 3), "seconds_after": round(after.seconds, 3)},
+            "memory": peak.as_dict(),
+            "data": report,
+            "examples": {"before": before.examples, "after": after.examples},
+            "config": cfg.to_dict(),
+            "versions": library_versions(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_json(staging / "metrics.json", metrics)
+        write_text(staging / "config.yaml", dump_config(cfg))
+        write_text(staging / "README.md", model_card(metrics, **task.card_info(data)))
+    return RunResult(out, metrics, before.examples, after.examples)
+
+
+def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str | None = None,
+             overrides: list[str] | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Evaluate a model (default: the config's model) on the config's evaluation set.
+
+    Returns:
+        ``{"model", "metrics", "seconds", "examples", "data"}``.
+    """
+    cfg = as_config(config, overrides)
+    if model is not None:
+        cfg.model = model
+    console = console or Console(stderr=True)
+    _quiet_libraries()
+    task = TASKS.get(cfg.task)()
+    data = task.prepare_data(cfg)
+    with console.status("loading the model"):
+        loaded = task.load_model(cfg, pick_device(cfg.train.device))
+    result = task.evaluate(loaded, data, cfg)
+    return {"model": cfg.model or "all-MiniLM-L6-v2 (packaged)", "metrics": result.metrics,
+            "seconds": result.seconds, "examples": result.examples, "data": task.data_report(data)}
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,6 @@
+"""Tasks register on import: import this package to fill TASKS."""
+
+from tunewise.tasks import embedding  # noqa: F401
+from tunewise.tasks.base import TASKS, Task, TrainStats
+
+__all__ = ["TASKS", "Task", "TrainStats"]

@@ -1,0 +1,177 @@
+"""Text embeddings for semantic search, trained with sentence-transformers' Trainer.
+
+Training goes through :class:`SentenceTransformerTrainer`, so mixed precision, gradient
+checkpointing and multi-GPU (``accelerate launch`` / ``torchrun``) work as they do there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunewise.config import RunConfig
+from tunewise.data.retrieval import RetrievalData, prepare_retrieval_data
+from tunewise.errors import TunewiseError
+from tunewise.evaluate.retrieval import EvalResult, evaluate_retrieval, make_trainer_evaluator, metric_names
+from tunewise.models.loading import load_sentence_transformer
+from tunewise.tasks.base import TASKS, TrainStats
+from tunewise.tasks.embedding_losses import LOSSES, rows_for_loss
+
+
+def precision_flags(precision: str, device: str) -> dict[str, bool]:
+    """Trainer flags for a precision setting; mixed fp16 needs CUDA."""
+    on_cuda = device.startswith("cuda")
+    if precision == "auto":
+        if not on_cuda:
+            return {"fp16": False, "bf16": False}
+        return {"bf16": True, "fp16": False} if torch.cuda.is_bf16_supported() else {"fp16": True, "bf16": False}
+    if precision == "fp16" and not on_cuda:
+        raise TunewiseError("train.precision: fp16 mixed precision needs a CUDA GPU; use fp32 or bf16 on CPU")
+    return {"fp16": precision == "fp16", "bf16": precision == "bf16"}
+
+
+def training_arguments(config: RunConfig, workdir: Path, device: str, *, in_batch_negatives: bool, evaluate: bool, **extra: Any):
+    """SentenceTransformerTrainingArguments from a run config (shared by the budget planner)."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    tc = config.train
+    early = tc.early_stopping_patience is not None
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(workdir),
+        num_train_epochs=tc.epochs,
+        per_device_train_batch_size=tc.batch_size,
+        learning_rate=tc.learning_rate,
+        warmup_steps=tc.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=tc.weight_decay,
+        seed=config.seed,
+        data_seed=config.seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
+        gradient_checkpointing=tc.gradient_checkpointing,
+        logging_strategy="epoch",
+        report_to="none",
+        save_only_model=True,  # safetensors weights only: no pickled optimizer state on disk
+        use_cpu=not device.startswith("cuda"),
+        dataloader_num_workers=0,
+        eval_strategy="epoch" if evaluate else "no",
+        save_strategy="epoch" if early else "no",
+        save_total_limit=2 if early else None,
+        load_best_model_at_end=early,
+        **precision_flags(tc.precision, device),
+    )
+    if early:
+        kwargs.update(metric_for_best_model=f"eval_val_{config.eval.primary}", greater_is_better=True)
+    kwargs.update(extra)
+    return SentenceTransformerTrainingArguments(**kwargs)
+
+
+@TASKS.register("embedding")
+class EmbeddingTask:
+    """Fine-tune a text encoder so that queries retrieve their answers."""
+
+    name = "embedding"
+    primary_metric = "mrr@20"
+    unit = "pairs"
+
+    def prepare_data(self, config: RunConfig) -> RetrievalData:
+        LOSSES.get(config.train.loss)  # an unknown loss fails before reading data
+        metric_names(config.eval)
+        early = config.train.early_stopping_patience is not None
+        return prepare_retrieval_data(config.data, config.seed, need_validation=early)
+
+    def data_report(self, data: RetrievalData) -> dict[str, Any]:
+        return data.report
+
+    def n_train(self, data: RetrievalData) -> int:
+        return len(data.train)
+
+    def subset(self, data: RetrievalData, indices: list[int]) -> RetrievalData:
+        report = {**data.report, "train_examples": len(indices)}
+        return dataclasses.replace(data, train=[data.train[i] for i in indices], report=report)
+
+    def load_model(self, config: RunConfig, device: str):
+        return load_sentence_transformer(config.model, device=device, max_seq_length=config.train.max_seq_length)
+
+    def modules(self, model):
+        return model
+
+    def evaluate(self, model, data: RetrievalData, config: RunConfig, *, split: str = "eval") -> EvalResult:
+        dataset = data.validation if split == "validation" else data.eval
+        if dataset is None:
+            raise TunewiseError(f"no {split} set was prepared")
+        return evaluate_retrieval(model, dataset, config.eval)
+
+    def train(self, model, data: RetrievalData, config: RunConfig, *, workdir: Path,
+              callbacks: list | None = None, evaluator=None, **extra_args: Any) -> TrainStats:
+        """Train ``model`` in place; returns seconds, throughput and evaluations made during training.
+
+        Args:
+            evaluator: a sentence-transformers evaluator called every epoch (budget planner's
+                time curve); early stopping makes one on the validation set.
+            extra_args: more SentenceTransformerTrainingArguments (e.g. ``eval_steps``).
+        """
+        from datasets import Dataset
+        from sentence_transformers import SentenceTransformerTrainer
+        from transformers import EarlyStoppingCallback
+
+        spec = LOSSES.get(config.train.loss)
+        rows = rows_for_loss(spec, config.train.loss, data.train, config.train, config.seed)
+        loss = spec.build(model, config.train)
+        callbacks = list(callbacks or [])
+        if config.train.early_stopping_patience is not None:
+            evaluator = make_trainer_evaluator(data.validation, config.eval, name="val")
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
+        device = str(model.device)
+        args = training_arguments(config, workdir, device, in_batch_negatives=spec.in_batch_negatives,
+                                  evaluate=evaluator is not None, **extra_args)
+        logging.getLogger("sentence_transformers.base.trainer").setLevel(logging.ERROR)
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=Dataset.from_list(rows), loss=loss,
+            evaluator=evaluator, callbacks=callbacks,
+        )
+        start = time.perf_counter()
+        output = trainer.train()
+        wall = time.perf_counter() - start
+        history = list(getattr(evaluator, "history", []))
+        eval_seconds = sum(h.get("eval_seconds", 0.0) for h in history)
+        seconds = max(wall - eval_seconds, 1e-9)  # training only: evaluations are reported apart
+        epochs = float(output.metrics.get("epoch", config.train.epochs))
+        stats = TrainStats(
+            seconds=seconds,
+            examples=len(rows),
+            steps=int(output.global_step),
+            epochs=epochs,
+            samples_per_second=len(rows) * epochs / seconds,
+            history=history,
+        )
+        if config.train.early_stopping_patience is not None and trainer.state.best_metric is not None:
+            stats.best = {"metric": config.eval.primary, "value": trainer.state.best_metric,
+                          "checkpoint_step": _step_of(trainer.state.best_model_checkpoint)}
+        return stats
+
+    def save(self, model, path: Path) -> None:
+        model.save(str(path), safe_serialization=True, create_model_card=False)
+
+    def card_info(self, data: RetrievalData) -> dict[str, str]:
+        """What the model card says about this task's model and evaluation."""
+        usage = (
+            "from sentence_transformers import SentenceTransformer\n"
+            "model = SentenceTransformer(\"path/to/this/folder\")\n"
+            "embeddings = model.encode([\"a question\", \"an answer\"], normalize_embeddings=True)"
+        )
+        evaluated_on = (f"{len(data.eval.queries)} held-out queries searched against "
+                        f"{len(data.eval.corpus)} documents")
+        return {"library": "sentence-transformers", "pipeline_tag": "sentence-similarity",
+                "usage": usage, "evaluated_on": evaluated_on}
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
