@@ -114,7 +114,10 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     with console.status("loading the pre-trained model"):
         model = task.load_model(cfg, device)
     console.print("evaluating the pre-trained model")
-    before = task.evaluate(model, data, cfg)
+    # A task whose pre-trained model cannot be scored as is (a classifier needs a head)
+    # defines baseline(): e.g. a head trained on frozen features, the transfer-learning baseline.
+    baseline = getattr(task, "baseline", None)
+    before = baseline(model, data, cfg) if baseline is not None else task.evaluate(model, data, cfg)
     console.print(f"  before: {primary} = {before.metrics[primary]:.4f} ({before.seconds:.1f} s)")
 
     model = strategy.prepare(model, task, options, cfg)

@@ -258,12 +258,7 @@ def _bootstrap(n, y, fits, weights, n_boot: int, rng: np.random.Generator) -> li
     out = []
     for _ in range(n_boot):
         form = names[rng.choice(len(names), p=probs)]
-        for _attempt in range(50):
-            chosen = rng.choice(sizes, size=len(sizes), replace=True)
-            if len(np.unique(chosen)) >= MIN_SIZES:
-                break
-        else:
-            chosen = sizes
+        chosen = sizes
         bn, by = [], []
         for size in chosen:
             draw = rng.choice(np.asarray(by_size[size]), size=len(by_size[size]), replace=True)

@@ -122,6 +122,11 @@ def show_config(
     print(dump_config(load_config(config, overrides)), end="")
 
 
+# Commands that live in their own modules register here (one line each).
+# --- registered commands ---
+# --- end registered commands ---
+
+
 def main() -> None:
     app()
 

@@ -30,8 +30,18 @@ def metrics_table(metrics: dict[str, Any], title: str = "before / after") -> Tab
 
 
 def show_examples(console: Console, metrics: dict[str, Any]) -> None:
+    """Retrieval examples ({query, top: [{text, score, relevant}]}) or generic ones
+    ({input, expected, output, correct}) shown before and after."""
     before, after = metrics["examples"]["before"], metrics["examples"]["after"]
     for b, a in zip(before, after):
+        if "top" not in b:
+            console.print(f"\n[bold]input:[/] {_short(str(b.get('input', '')))}")
+            if b.get("expected") is not None:
+                console.print(f"  expected: {_short(str(b['expected']))}")
+            for label, ex in (("before", b), ("after ", a)):
+                mark = "[green]✓[/]" if ex.get("correct") else "[red]✗[/]"
+                console.print(f"  {label} {mark} {_short(str(ex.get('output', '')))}")
+            continue
         console.print(f"\n[bold]query:[/] {_short(b['query'])}")
         for label, ex in (("before", b), ("after ", a)):
             for rank, hit in enumerate(ex["top"][:3], start=1):

@@ -61,5 +61,11 @@ class Task(Protocol):
     def modules(self, model: Any) -> Any:
         """The torch module whose parameters the strategies freeze/adapt."""
 
+    def card_info(self, data: Any) -> dict[str, str]:
+        """Model card fields: library, pipeline_tag, usage (code), evaluated_on (a phrase)."""
+
+    # Optional: ``baseline(model, data, config) -> EvalResult`` scores the pre-trained model
+    # when it cannot be evaluated as is (classification: a head fitted on frozen features).
+
 
 TASKS: Registry[type] = Registry("task", "task")
