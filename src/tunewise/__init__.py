@@ -24,10 +24,14 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import tunewise` stays cheap; torch loads on first use.
-    if name in ("fit", "evaluate"):
-        from tunewise import run
+    if name == "fit":
+        from tunewise.run import fit
 
-        return getattr(run, name)
+        return fit
+    if name == "evaluate":  # the package tunewise.evaluate is callable: it runs run.evaluate
+        import tunewise.evaluate
+
+        return tunewise.evaluate
     if name in ("load_config", "RunConfig"):
         from tunewise import config
 

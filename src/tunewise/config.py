@@ -128,10 +128,118 @@ class EvalConfig:
             raise TunewiseError(f"eval.examples: must be 0 or more, got {self.examples}")
         from tunewise.evaluate.metrics import parse_metric_name
 
-        metric, k = parse_metric_name(self.primary)
-        self.primary = f"{metric}@{k}"
+        if not any(self.primary in names for names in TASK_METRICS.values()):  # else checked in RunConfig
+            metric, k = parse_metric_name(self.primary)
+            self.primary = f"{metric}@{k}"
         if self.backend not in ("auto", "exact", "faiss"):
             raise TunewiseError(f"eval.backend: unknown '{self.backend}'; use auto, exact or faiss")
+
+
+# Primary metrics of tasks that do not rank documents (retrieval's are name@k, see
+# evaluate/metrics.py); a task listed here gets its first usable metric when eval.primary is
+# left at the retrieval default. All are higher-is-better.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "causal_lm": ("format_valid", "exact_match"),
+    # evaluate/classification.py CLASSIFICATION_METRICS (a test keeps the two equal)
+    "classification": ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1"),
+    "image-classification": ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1"),
+}
+# The strategy a task gets when the config names none: LoRA for causal LMs (seed 003).
+TASK_DEFAULT_STRATEGY: dict[str, str] = {"causal_lm": "lora"}
+_RETRIEVAL_DEFAULT_PRIMARY = "mrr@20"
+
+
+class _DefaultStrategy(dict):
+    """Marks the strategy field as not given, so RunConfig can pick the task's default."""
+
+
+@dataclass
+class LLMConfig:
+    """Causal language model fine-tuning (task: causal_lm): sequences, templates, generation."""
+
+    max_length: int = field(default=512, metadata={"help": "Tokens per training sequence; longer ones are truncated (and counted)."})
+    packing: bool = field(default=False, metadata={"help": "Pack several short sequences into one of max_length (TRL best-fit packing)."})
+    chat_template: str | None = field(default=None, metadata={"help": "Fallback when the tokenizer has none: 'simple' or a Jinja template."})
+    use_chat_template: str = field(default="auto", metadata={"help": "Prompt/completion data: auto (the model's chat template when it has one), always or never."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message added to prompt/completion examples (chat template only)."})
+    format_check: Any = field(default="none", metadata={"help": "none, json, regex:<pattern>; in Python also a callable(text) -> bool."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Generation: new tokens per held-out prompt."})
+    do_sample: bool = field(default=False, metadata={"help": "Generation: sample instead of greedy decoding."})
+    temperature: float = field(default=1.0, metadata={"help": "Generation: sampling temperature (do_sample only)."})
+    top_p: float = field(default=1.0, metadata={"help": "Generation: nucleus sampling mass (do_sample only)."})
+    max_eval_generations: int | None = field(default=None, metadata={"help": "Generate for at most this many held-out prompts (loss uses all)."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Held-out sequences per forward pass (loss and generation)."})
+
+    def __post_init__(self) -> None:
+        for name in ("max_length", "max_new_tokens", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise TunewiseError(f"llm.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.max_length < 8:
+            raise TunewiseError(f"llm.max_length: must be at least 8 tokens, got {self.max_length}")
+        if self.max_eval_generations is not None and self.max_eval_generations < 0:
+            raise TunewiseError(f"llm.max_eval_generations: must be 0 or more, got {self.max_eval_generations}")
+        if self.use_chat_template not in ("auto", "always", "never"):
+            raise TunewiseError(f"llm.use_chat_template: unknown '{self.use_chat_template}'; use auto, always or never")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise TunewiseError("llm.temperature must be positive and llm.top_p in (0, 1]")
+        from tunewise.evaluate.generation import check_format_spec
+
+        self.format_check = check_format_spec(self.format_check)
+
+
+@dataclass
+class ImageConfig:
+    """Images: where paths resolve, bad files, input size, augmentation, image-search head and losses."""
+
+    root: str | None = field(default=None, metadata={"help": "Folder that image paths in a CSV/JSONL resolve inside (default: the file's folder); paths escaping it are rejected."})
+    on_bad_image: str = field(default="stop", metadata={"help": "An unreadable or corrupt image: stop (error naming the file) or skip (counted in the data report)."})
+    size: int = field(default=224, metadata={"help": "Square model input size in pixels (images are resized, then cropped)."})
+    augment: bool = field(default=True, metadata={"help": "Augment training images (random crop, flip, colour jitter below)."})
+    crop_scale: float = field(default=0.6, metadata={"help": "Random resized crop keeps at least this share of the image area (1 = no crop)."})
+    flip: bool = field(default=True, metadata={"help": "Random horizontal flip (turn off for digits and text)."})
+    color_jitter: float = field(default=0.2, metadata={"help": "Random brightness/contrast/saturation change of up to this factor (0 = off)."})
+    mean: list[float] | None = field(default=None, metadata={"help": "Per-channel normalisation mean (default: the backbone's)."})
+    std: list[float] | None = field(default=None, metadata={"help": "Per-channel normalisation std (default: the backbone's)."})
+    projection_dim: int | None = field(default=None, metadata={"help": "image-search: add a linear projection head to this many dimensions."})
+    temperature: float = field(default=0.05, metadata={"help": "image-search loss mnrl (in-batch contrastive with labels): softmax temperature."})
+    margin: float = field(default=0.2, metadata={"help": "image-search loss triplet: cosine-distance margin (batch-hard)."})
+    arcface_margin: float = field(default=0.3, metadata={"help": "image-search loss arcface: additive angular margin (radians)."})
+    arcface_scale: float = field(default=30.0, metadata={"help": "image-search loss arcface: logit scale."})
+
+    def __post_init__(self) -> None:
+        if self.on_bad_image not in ("stop", "skip"):
+            raise TunewiseError(f"image.on_bad_image: unknown '{self.on_bad_image}'{did_you_mean(self.on_bad_image, ['stop', 'skip'])}; use stop or skip")
+        if self.size < 8:
+            raise TunewiseError(f"image.size: must be at least 8 pixels, got {self.size}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise TunewiseError(f"image.crop_scale: must be in (0, 1], got {self.crop_scale}")
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise TunewiseError(f"image.color_jitter: must be in [0, 1), got {self.color_jitter}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != 3:
+                raise TunewiseError(f"image.{name}: give 3 values (R, G, B), got {value}")
+        if self.std is not None and any(v <= 0 for v in self.std):
+            raise TunewiseError(f"image.std: every value must be positive, got {self.std}")
+        if self.projection_dim is not None and self.projection_dim < 1:
+            raise TunewiseError(f"image.projection_dim: must be at least 1, got {self.projection_dim}")
+        for name in ("temperature", "arcface_scale"):
+            if getattr(self, name) <= 0:
+                raise TunewiseError(f"image.{name}: must be positive, got {getattr(self, name)}")
+        if self.margin < 0 or self.arcface_margin < 0:
+            raise TunewiseError("image.margin and image.arcface_margin: must be 0 or more")
+
+
+@dataclass
+class ClassifyConfig:
+    """Classification: the frozen-feature baseline ("before") and how fine-tuning starts."""
+
+    baseline_c: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the logistic-regression head fitted on frozen features (the 'before' model)."})
+    init_head: bool = field(default=True, metadata={"help": "Start fine-tuning from that fitted head (linear probe, then fine-tune) instead of a random one."})
+
+    def __post_init__(self) -> None:
+        if self.baseline_c <= 0:
+            raise TunewiseError(f"classify.baseline_c: must be positive, got {self.baseline_c}")
 
 
 @dataclass
@@ -146,13 +254,36 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    strategy: dict[str, Any] = field(default_factory=lambda: {"name": "full"}, metadata={"help": "Strategy name and its options, e.g. {name: lora, rank: 8}."})
+    strategy: dict[str, Any] | str = field(default_factory=lambda: _DefaultStrategy(name="full"), metadata={"help": "Strategy name and its options, e.g. {name: lora, rank: 8}; default full (causal_lm: lora)."})
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
     def __post_init__(self) -> None:
+        if type(self.strategy) is _DefaultStrategy:  # not given: the task's default, as a plain dict
+            self.strategy = {"name": TASK_DEFAULT_STRATEGY.get(self.task, "full")}
+        self._check_primary()
         if isinstance(self.strategy, str):
             self.strategy = {"name": self.strategy}
         if "name" not in self.strategy:
             raise TunewiseError("strategy.name: missing; e.g. 'strategy: full' or '{name: lora, rank: 8}'")
+
+    def _check_primary(self) -> None:
+        metrics = TASK_METRICS.get(self.task)
+        if metrics is None:
+            if any(self.eval.primary in names for names in TASK_METRICS.values()):
+                raise TunewiseError(f"eval.primary: '{self.eval.primary}' is not a metric of task '{self.task}'")
+            return
+        if self.eval.primary == _RETRIEVAL_DEFAULT_PRIMARY:
+            usable = [m for m in metrics if not (m == "format_valid" and self.llm.format_check == "none")]
+            self.eval.primary = usable[0]
+        elif self.eval.primary not in metrics:
+            raise TunewiseError(
+                f"eval.primary: task {self.task} reports {', '.join(metrics)}, not '{self.eval.primary}'"
+                f"{did_you_mean(self.eval.primary, metrics)}"
+            )
+        elif self.eval.primary == "format_valid" and self.llm.format_check == "none":
+            raise TunewiseError("eval.primary: format_valid needs a format check; set llm.format_check to json or regex:<pattern>")
 
     @property
     def strategy_name(self) -> str:
@@ -208,6 +339,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

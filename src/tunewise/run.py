@@ -17,7 +17,7 @@ from rich.console import Console
 from tunewise.config import RunConfig, dump_config, load_config
 from tunewise.errors import TunewiseError
 from tunewise.memory.measure import PeakMemory
-from tunewise.models.loading import pick_device
+from tunewise.models.loading import pick_device, resolve_model
 from tunewise.outputs import (
     check_output_dir,
     library_versions,
@@ -102,6 +102,8 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     out = check_output_dir(cfg.output_dir, cfg.overwrite)
     device = pick_device(cfg.train.device)
     primary = cfg.eval.primary
+    if cfg.model:
+        resolve_model(cfg.model)  # a wrong path fails before any data is read
 
     data = task.prepare_data(cfg)
     report = task.data_report(data)
@@ -127,12 +129,23 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
 
     with staged_dir(out) as staging:
         with PeakMemory(device) as peak:
-            stats = task.train(model, data, cfg, workdir=staging / "_checkpoints", callbacks=callbacks)
+            stats, hooks = _train_with_strategy(strategy, options, task, model, data, cfg,
+                                                workdir=staging / "_checkpoints", callbacks=callbacks)
         _remove_tree(staging / "_checkpoints")
         console.print("evaluating the fine-tuned model")
         after = task.evaluate(model, data, cfg)
         console.print(f"  after: {primary} = {after.metrics[primary]:.4f}")
-        task.save(model, staging)
+        save = getattr(strategy, "save", None)
+        if save is not None:
+            save(model, task, staging, options, cfg)
+        else:
+            task.save(model, staging)
+        interpolation = None
+        if getattr(options, "interpolate", None):
+            from tunewise import wiseft
+
+            console.print("WiSE-FT: blending pre-trained and fine-tuned weights")
+            interpolation = wiseft.after_run(task, cfg, data, staging, options, console)
         metrics = {
             "task": cfg.task,
             "base_model": cfg.model or "all-MiniLM-L6-v2 (packaged)",
@@ -140,7 +153,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
             "before": before.metrics,
             "after": after.metrics,
             "relative_improvement": relative_improvement(before.metrics, after.metrics),
-            "strategy": {**info.as_dict(), "options": dict(cfg.strategy)},
+            "strategy": {**info.as_dict(), "options": dict(cfg.strategy), **hooks},
             "train": {
                 "seconds": round(stats.seconds, 3),
                 "examples": stats.examples,
@@ -159,10 +172,52 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
             "versions": library_versions(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        card = model_card(metrics, **task.card_info(data))
+        if interpolation is not None:
+            from tunewise import wiseft
+
+            metrics["interpolation"] = interpolation
+            card += "\n" + wiseft.markdown(interpolation)
         write_json(staging / "metrics.json", metrics)
         write_text(staging / "config.yaml", dump_config(cfg))
-        write_text(staging / "README.md", model_card(metrics, **task.card_info(data)))
+        write_text(staging / "README.md", card)
     return RunResult(out, metrics, before.examples, after.examples)
+
+
+def _train_with_strategy(strategy: Any, options: Any, task: Any, model: Any, data: Any, cfg: RunConfig, *,
+                         workdir: Path, callbacks: list | None) -> tuple[Any, dict[str, Any]]:
+    """Train through the strategy's hooks; returns the stats and what the hooks report for metrics.json.
+
+    A strategy with ``train`` (head: cached features) replaces the task's training; otherwise the
+    task trains with the strategy's param groups (per-group learning rates) and callbacks
+    (gradual unfreezing).
+    """
+    own_train = getattr(strategy, "train", None)
+    if own_train is not None:
+        stats = own_train(model, task, data, options, cfg, workdir=workdir, callbacks=callbacks)
+        details = getattr(stats, "details", None)
+        return stats, ({"details": details} if details else {})
+    make_groups = getattr(strategy, "param_groups", None)
+    groups = make_groups(model, task, options, cfg) if make_groups is not None else None
+    make_callbacks = getattr(strategy, "callbacks", None)
+    extra_callbacks = make_callbacks(model, task, options, cfg) if make_callbacks is not None else []
+    kwargs: dict[str, Any] = {}
+    if groups:
+        import inspect
+
+        if "param_groups" not in inspect.signature(task.train).parameters:
+            raise TunewiseError(f"strategy: task '{cfg.task}' does not take per-group learning rates yet; "
+                                "drop strategy.head_lr, backbone_lr and layer_decay")
+        kwargs["param_groups"] = groups
+    stats = task.train(model, data, cfg, workdir=workdir, callbacks=[*(callbacks or []), *extra_callbacks], **kwargs)
+    hooks: dict[str, Any] = {}
+    if groups:
+        hooks["param_groups"] = [{"name": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"],
+                                  "params": sum(p.numel() for p in g["params"])} for g in groups]
+    unfreezing = [cb.log for cb in extra_callbacks if hasattr(cb, "log")]
+    if unfreezing:
+        hooks["unfreezing"] = unfreezing[0]
+    return stats, hooks
 
 
 def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str | None = None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -54,7 +56,8 @@ def fit(
                         "train.loss": loss, "train.epochs": epochs, "train.batch_size": batch_size,
                         "train.learning_rate": learning_rate, "seed": seed, "overwrite": overwrite or None})
     cfg = load_config(config, overrides, values=values)
-    result = run_fit(cfg, console=Console(stderr=True, quiet=as_json))
+    with contextlib.redirect_stdout(sys.stderr):  # library chatter must not mix with --json on stdout
+        result = run_fit(cfg, console=Console(stderr=True, quiet=as_json))
     if as_json:
         print(json.dumps(result.metrics, indent=2, default=str))
     else:
@@ -124,6 +127,7 @@ def show_config(
 
 # Commands that live in their own modules register here (one line each).
 # --- registered commands ---
+from tunewise.cli import strategies as _strategies; _strategies.register(app)  # noqa: E402,E702
 # --- end registered commands ---
 
 

@@ -110,12 +110,11 @@ def load_eval_files(cfg: DataConfig) -> IRDataset:
     qrel_records = read_records(cfg.eval_qrels, "auto", option="data.eval_qrels")
     require_columns(qrel_records, {"query_id": cols["query_id"], "doc_id": cols["doc_id"]}, cfg.eval_qrels)
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    has_rel = cols["relevance"] in qrel_records[0]
     for i, r in enumerate(qrel_records):
         q = text_value(r, cols["query_id"], i, cfg.eval_qrels)
         d = text_value(r, cols["doc_id"], i, cfg.eval_qrels)
         rel = 1
-        if has_rel:
+        if r.get(cols["relevance"]) not in (None, ""):
             try:
                 rel = int(float(r[cols["relevance"]]))
             except (TypeError, ValueError):

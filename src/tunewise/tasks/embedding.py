@@ -21,6 +21,7 @@ from tunewise.evaluate.retrieval import EvalResult, evaluate_retrieval, make_tra
 from tunewise.models.loading import load_sentence_transformer
 from tunewise.tasks.base import TASKS, TrainStats
 from tunewise.tasks.embedding_losses import LOSSES, rows_for_loss
+from tunewise.tasks.progress import quiet_progress
 
 
 def precision_flags(precision: str, device: str) -> dict[str, bool]:
@@ -100,6 +101,43 @@ class EmbeddingTask:
     def modules(self, model):
         return model
 
+    # Strategy hooks (tunewise.strategies): where the pre-trained network and a new head sit.
+
+    def backbone(self, model):
+        """The transformers model inside the first module (what layers/LoRA act on)."""
+        inner = getattr(model[0], "model", None)
+        return inner if isinstance(inner, torch.nn.Module) else model
+
+    def set_backbone(self, model, backbone) -> None:
+        model[0].model = backbone
+
+    def head_modules(self, model) -> list:
+        """Heads added by tunewise (``add_head``); a loaded model's own layers count as backbone."""
+        return [m for m in model if getattr(m, "tunewise_new_head", False)]
+
+    def add_head(self, model, dim: int | None, activation: str = "identity"):
+        """Append a Dense projection (+ Normalize) after pooling; ``SentenceTransformer(path)`` loads it.
+
+        Square heads start as the identity (training starts from the pre-trained model); others
+        start semi-orthogonal, which keeps cosine geometry as well as a projection can.
+        """
+        from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+        in_dim = model.get_embedding_dimension()
+        out_dim = dim or in_dim
+        weight = torch.empty(out_dim, in_dim)
+        if out_dim == in_dim:
+            torch.nn.init.eye_(weight)
+        else:
+            torch.nn.init.orthogonal_(weight)
+        act = torch.nn.Tanh() if activation == "tanh" else None
+        dense = Dense(in_dim, out_dim, bias=True, activation_function=act, init_weight=weight,
+                      init_bias=torch.zeros(out_dim))
+        for module in (dense, Normalize()):
+            module.tunewise_new_head = True
+            model.append(module.to(model.device))
+        return model
+
     def evaluate(self, model, data: RetrievalData, config: RunConfig, *, split: str = "eval") -> EvalResult:
         dataset = data.validation if split == "validation" else data.eval
         if dataset is None:
@@ -107,12 +145,15 @@ class EmbeddingTask:
         return evaluate_retrieval(model, dataset, config.eval)
 
     def train(self, model, data: RetrievalData, config: RunConfig, *, workdir: Path,
-              callbacks: list | None = None, evaluator=None, **extra_args: Any) -> TrainStats:
+              callbacks: list | None = None, evaluator=None, param_groups: list[dict] | None = None,
+              **extra_args: Any) -> TrainStats:
         """Train ``model`` in place; returns seconds, throughput and evaluations made during training.
 
         Args:
             evaluator: a sentence-transformers evaluator called every epoch (budget planner's
                 time curve); early stopping makes one on the validation set.
+            param_groups: optimizer param groups with their own ``lr`` (strategy learning-rate
+                options); the Trainer's optimizer class and schedule are kept.
             extra_args: more SentenceTransformerTrainingArguments (e.g. ``eval_steps``).
         """
         from datasets import Dataset
@@ -130,10 +171,15 @@ class EmbeddingTask:
         args = training_arguments(config, workdir, device, in_batch_negatives=spec.in_batch_negatives,
                                   evaluate=evaluator is not None, **extra_args)
         logging.getLogger("sentence_transformers.base.trainer").setLevel(logging.ERROR)
+        optimizers = (None, None)
+        if param_groups:
+            optimizer_cls, optimizer_kwargs = SentenceTransformerTrainer.get_optimizer_cls_and_kwargs(args, model)
+            optimizers = (optimizer_cls(param_groups, **optimizer_kwargs), None)
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=Dataset.from_list(rows), loss=loss,
-            evaluator=evaluator, callbacks=callbacks,
+            evaluator=evaluator, callbacks=callbacks, optimizers=optimizers,
         )
+        quiet_progress(trainer)
         start = time.perf_counter()
         output = trainer.train()
         wall = time.perf_counter() - start

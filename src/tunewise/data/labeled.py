@@ -1,0 +1,134 @@
+"""Labeled items (text or image, label): class checks and a seeded stratified split.
+
+Classification and image search both hold out a share of every class, so that each class
+the model trains on is also scored (small classes keep at least one training item). A class
+with a single item can be neither learned nor scored and is an error naming the class.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from tunewise.config import DataConfig
+from tunewise.data.readers import read_records, require_columns, text_value
+from tunewise.data.retrieval import column_map
+from tunewise.errors import TunewiseError
+
+T = TypeVar("T")
+
+
+@dataclass
+class LabeledData(Generic[T]):
+    """Training, evaluation and (for early stopping) validation items with class indices."""
+
+    train: list[T]
+    train_labels: list[int]
+    eval: list[T]
+    eval_labels: list[int]
+    classes: list[str]  # index -> class name
+    validation: list[T] | None = None
+    validation_labels: list[int] | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def check_classes(labels: Sequence[str], source: str) -> list[str]:
+    """The sorted class names; every class needs at least two items.
+
+    Raises:
+        TunewiseError: fewer than two classes, or a class with one item (named).
+    """
+    counts = Counter(labels)
+    if len(counts) < 2:
+        raise TunewiseError(f"{source}: only {len(counts)} class ({', '.join(map(str, counts))}); classification and search need at least 2")
+    single = sorted(c for c, n in counts.items() if n < 2)
+    if single:
+        more = f" and {len(single) - 1} more" if len(single) > 1 else ""
+        raise TunewiseError(
+            f"{source}: class '{single[0]}'{more} has only one item; each class needs at least 2 "
+            "(one to train, one to evaluate): add items or remove the class"
+        )
+    return sorted(counts)
+
+
+def stratified_split(labels: Sequence[int], fraction: float, size: int | None, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded per-class hold-out: (train indices, held-out indices), both sorted.
+
+    Each class gives ``round(n_c * share)`` items (at least 1 while keeping at least 1 for
+    training), where ``share`` is ``fraction``, or ``size / n`` when a size is given.
+
+    Raises:
+        TunewiseError: the held-out set would leave nothing to train on.
+    """
+    n = len(labels)
+    share = size / n if size is not None else fraction
+    if size is not None and size >= n:
+        raise TunewiseError(f"data.eval_size: {size} held-out items leave nothing to train on ({n} in all); lower it")
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_class[label].append(i)
+    rng = random.Random(seed)
+    held: list[int] = []
+    for label in sorted(by_class):
+        items = by_class[label]
+        rng.shuffle(items)
+        k = min(max(1, round(len(items) * share)), len(items) - 1)
+        held.extend(items[:k])
+    held_set = set(held)
+    return [i for i in range(n) if i not in held_set], sorted(held)
+
+
+def split_labeled(items: list[T], names: list[str], cfg: DataConfig, seed: int, source: str,
+                  *, need_validation: bool = False) -> LabeledData[T]:
+    """Check classes and hold out an evaluation (and optionally validation) share per class."""
+    classes = check_classes(names, source)
+    index = {c: i for i, c in enumerate(classes)}
+    labels = [index[c] for c in names]
+    train_idx, eval_idx = stratified_split(labels, cfg.eval_fraction, cfg.eval_size, seed)
+    if cfg.max_train is not None and len(train_idx) > cfg.max_train:
+        rng = random.Random(seed)
+        train_idx = sorted(rng.sample(train_idx, cfg.max_train))
+    val_idx: list[int] = []
+    if need_validation:
+        sub = [labels[i] for i in train_idx]
+        keep, val = stratified_split(sub, cfg.validation_fraction, None, seed + 1)
+        train_idx, val_idx = [train_idx[i] for i in keep], [train_idx[i] for i in val]
+    data = LabeledData(
+        train=[items[i] for i in train_idx], train_labels=[labels[i] for i in train_idx],
+        eval=[items[i] for i in eval_idx], eval_labels=[labels[i] for i in eval_idx], classes=classes,
+        validation=[items[i] for i in val_idx] if need_validation else None,
+        validation_labels=[labels[i] for i in val_idx] if need_validation else None,
+    )
+    data.report = {
+        "kind": "labeled",
+        "items_read": len(items),
+        "classes": len(classes),
+        "train_examples": len(train_idx),
+        "eval_items": len(eval_idx),
+        "validation_items": len(val_idx),
+        "smallest_class": min(Counter(names).values()),
+    }
+    return data
+
+
+def read_text_labeled(cfg: DataConfig) -> tuple[list[str], list[str]]:
+    """(texts, label names) from the training file's text and label columns.
+
+    Raises:
+        TunewiseError: no file, a missing column (with a suggestion) or an empty cell (row named).
+    """
+    if cfg.train is None:
+        raise TunewiseError("data.train: no training data given; set data.train (or --train) to a CSV/JSONL/Parquet file with text and label columns")
+    cols = column_map(cfg)
+    records = read_records(cfg.train, cfg.format, option="data.train")
+    require_columns(records, {"text": cols["text"], "label": cols["label"]}, cfg.train)
+    texts = [text_value(r, cols["text"], i, cfg.train) for i, r in enumerate(records)]
+    labels = [text_value(r, cols["label"], i, cfg.train) for i, r in enumerate(records)]
+    return texts, labels

@@ -1,0 +1,23 @@
+"""Trainer progress: keep the tqdm bar, drop the raw ``{'loss': ...}`` dict lines it prints.
+
+The losses are still recorded in the trainer's log history; tunewise reports what matters
+(metrics, seconds, memory) itself. Every task's Trainer should call :func:`quiet_progress`.
+"""
+
+from __future__ import annotations
+
+from transformers.trainer_callback import ProgressCallback
+
+
+class BarOnlyProgress(ProgressCallback):
+    """ProgressCallback without the per-log dict printout (which goes to stdout)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 - see class docstring
+        return None
+
+
+def quiet_progress(trainer) -> None:
+    """Swap the trainer's ProgressCallback for :class:`BarOnlyProgress` (if it has one)."""
+    if any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BarOnlyProgress())

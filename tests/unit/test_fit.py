@@ -1,0 +1,112 @@
+"""End-to-end runs on a tiny random model: outputs, losses, reproducibility, early stopping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tunewise
+from tunewise.config import load_config
+from tunewise.outputs import staged_dir
+
+
+def run_config(tiny_st_model, pairs_file, tmp_path, *extra: str):
+    return load_config(None, [
+        f"model={tiny_st_model}", f"data.train={pairs_file}", f"output_dir={tmp_path / 'run'}",
+        "train.epochs=1", "train.batch_size=8", "train.learning_rate=1e-3", "eval.examples=2", *extra,
+    ])
+
+
+def test_fit_writes_a_loadable_model_with_metrics_and_card(tiny_st_model, pairs_file, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    cfg = run_config(tiny_st_model, pairs_file, tmp_path, "train.epochs=3")
+    result = tunewise.fit(cfg)
+    out = tmp_path / "run"
+    assert result.output_dir == out
+    model = SentenceTransformer(str(out))
+    assert model.encode(["a roof question"]).shape == (1, 32)
+    assert (out / "model.safetensors").is_file() and not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("before", "after", "relative_improvement", "config", "train", "memory", "versions", "examples"):
+        assert key in metrics
+    assert metrics["train"]["examples"] == 48 and metrics["train"]["seconds"] > 0
+    assert metrics["train"]["samples_per_second"] > 0 and metrics["memory"]["peak_bytes"] > 0
+    assert metrics["memory"]["method"].startswith("process peak resident")
+    assert set(metrics["before"]) == {"mrr@20", "recall@20", "precision@20", "map@20", "ndcg@20", "hit_rate@20", "ndcg@10"}
+    assert metrics["strategy"]["trainable_params"] == metrics["strategy"]["total_params"] > 0
+    # The topic words make the task learnable: training must help a random model a lot.
+    assert metrics["after"]["mrr@20"] > metrics["before"]["mrr@20"]
+    card = (out / "README.md").read_text()
+    assert "library_name: sentence-transformers" in card and "mrr@20 (primary)" in card
+    assert load_config(out / "config.yaml") == cfg
+    assert not list(tmp_path.glob(".run.tmp-*"))
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_fit_is_reproducible_on_cpu(tiny_st_model, pairs_file, tmp_path):
+    a = tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path / "a"))
+    b = tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path / "b"))
+    wa, wb = _weights(a.output_dir), _weights(b.output_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.after == b.after
+
+
+@pytest.mark.parametrize("loss", ["cached_mnrl", "triplet", "cosent", "contrastive"])
+def test_every_loss_trains(tiny_st_model, pairs_file, tmp_path, loss):
+    result = tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path, f"train.loss={loss}", "data.kind=triplets",
+                                     "train.mini_batch_size=4"))
+    assert result.metrics["config"]["train"]["loss"] == loss
+    assert result.metrics["train"]["steps"] > 0
+
+
+def test_triplet_loss_needs_negatives(tiny_st_model, pairs_file, tmp_path):
+    with pytest.raises(tunewise.TunewiseError, match="needs triplets"):
+        tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path, "train.loss=triplet"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_early_stopping_restores_best(tiny_st_model, pairs_file, tmp_path):
+    result = tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path, "train.epochs=4",
+                                     "train.early_stopping_patience=1", "data.validation_fraction=0.2"))
+    train = result.metrics["train"]
+    assert train["history"], "the validation set was evaluated during training"
+    assert train["best"] is not None and train["best"]["metric"] == "mrr@20"
+    best = max(h["mrr@20"] for h in train["history"])
+    assert train["best"]["value"] == pytest.approx(best)
+    assert not (result.output_dir / "_checkpoints").exists()
+
+
+def test_existing_output_dir_needs_overwrite(tiny_st_model, pairs_file, tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(tunewise.TunewiseError, match="already exists; choose another folder or pass --overwrite"):
+        tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path))
+
+
+def test_evaluate_api(tiny_st_model, pairs_file, tmp_path):
+    result = tunewise.evaluate(run_config(tiny_st_model, pairs_file, tmp_path))
+    assert 0 <= result["metrics"]["mrr@20"] <= 1 and result["data"]["eval_queries"] == 12
+
+
+def test_staged_dir_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError), staged_dir(target) as staging:
+        (staging / "metrics.json").write_text("{}")
+        raise RuntimeError("crash mid-run")
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_staged_dir_replaces_existing(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with staged_dir(target) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
