@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,7 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # per-load "Loading weights" bars; training bars stay
 
 
 def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[str] | None = None,
@@ -115,6 +117,13 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
 
     with console.status("loading the pre-trained model"):
         model = task.load_model(cfg, device)
+    if not is_main_process():
+        # torchrun / accelerate launch: other ranks only take part in (distributed) training;
+        # rank 0 evaluates, saves and publishes.
+        model = strategy.prepare(model, task, options, cfg)
+        with tempfile.TemporaryDirectory() as workdir:
+            task.train(model, data, cfg, workdir=Path(workdir), callbacks=callbacks)
+        return RunResult(out, {})
     console.print("evaluating the pre-trained model")
     # A task whose pre-trained model cannot be scored as is (a classifier needs a head)
     # defines baseline(): e.g. a head trained on frozen features, the transfer-learning baseline.
@@ -239,6 +248,11 @@ def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str 
     result = task.evaluate(loaded, data, cfg)
     return {"model": cfg.model or "all-MiniLM-L6-v2 (packaged)", "metrics": result.metrics,
             "seconds": result.seconds, "examples": result.examples, "data": task.data_report(data)}
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a torchrun / accelerate launch."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _remove_tree(path: Path) -> None:

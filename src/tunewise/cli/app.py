@@ -58,6 +58,8 @@ def fit(
     cfg = load_config(config, overrides, values=values)
     with contextlib.redirect_stdout(sys.stderr):  # library chatter must not mix with --json on stdout
         result = run_fit(cfg, console=Console(stderr=True, quiet=as_json))
+    if not result.metrics:  # a non-zero rank of a distributed launch: rank 0 reports
+        return
     if as_json:
         print(json.dumps(result.metrics, indent=2, default=str))
     else:
@@ -118,10 +120,14 @@ def demo(
 def show_config(
     config: Optional[Path] = ConfigArg,
     overrides: Optional[list[str]] = SetOpt,
+    reference: bool = typer.Option(False, "--reference", help="Print every key with its default and meaning (Markdown)."),
 ) -> None:
     """Validate a config and print it with every default filled in."""
-    from tunewise.config import dump_config, load_config
+    from tunewise.config import config_reference, dump_config, load_config
 
+    if reference:
+        print(config_reference())
+        return
     print(dump_config(load_config(config, overrides)), end="")
 
 

@@ -6,7 +6,7 @@ The losses are still recorded in the trainer's log history; tunewise reports wha
 
 from __future__ import annotations
 
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 
 class BarOnlyProgress(ProgressCallback):
@@ -18,6 +18,9 @@ class BarOnlyProgress(ProgressCallback):
 
 def quiet_progress(trainer) -> None:
     """Swap the trainer's ProgressCallback for :class:`BarOnlyProgress` (if it has one)."""
-    if any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks):
+    callbacks = trainer.callback_handler.callbacks
+    if any(isinstance(cb, ProgressCallback) for cb in callbacks):
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(BarOnlyProgress())
+    if any(isinstance(cb, PrinterCallback) for cb in callbacks):  # used where tqdm is off (non-zero ranks)
+        trainer.remove_callback(PrinterCallback)
