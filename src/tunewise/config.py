@@ -19,6 +19,7 @@ parsed with ``yaml.safe_load`` so ``1e-5``, ``true`` and ``[1, 5]`` mean what th
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -198,6 +199,7 @@ class ImageConfig:
     crop_scale: float = field(default=0.6, metadata={"help": "Random resized crop keeps at least this share of the image area (1 = no crop)."})
     flip: bool = field(default=True, metadata={"help": "Random horizontal flip (turn off for digits and text)."})
     color_jitter: float = field(default=0.2, metadata={"help": "Random brightness/contrast/saturation change of up to this factor (0 = off)."})
+    freeze_batchnorm: bool = field(default=True, metadata={"help": "Keep BatchNorm statistics fixed while fine-tuning (small batches of new images would corrupt them)."})
     mean: list[float] | None = field(default=None, metadata={"help": "Per-channel normalisation mean (default: the backbone's)."})
     std: list[float] | None = field(default=None, metadata={"help": "Per-channel normalisation std (default: the backbone's)."})
     projection_dim: int | None = field(default=None, metadata={"help": "image-search: add a linear projection head to this many dimensions."})
@@ -458,3 +460,27 @@ def _quote(value: str) -> str:
 def dump_config(config: RunConfig) -> str:
     """The resolved config as YAML, suitable for ``tunewise fit``."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def config_reference() -> str:
+    """A Markdown reference of every config key, its default and its help text."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            else:
+                default = ""
+            shown = "" if default is None else json.dumps(default, default=str, ensure_ascii=False)
+            lines.append(f"| `{prefix}{f.name}` | `{shown}` | {f.metadata.get('help', '')} |")
+
+    walk(RunConfig, "")
+    return "\n".join(lines)
