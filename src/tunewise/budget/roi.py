@@ -259,7 +259,7 @@ def _pct_ceil(x: float) -> str:
 
 
 def _seconds(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s:.0f} s ({s / 60:.1f} min)"
+    return f"{s:,.0f} s" if s < 600 else f"{s:,.0f} s ≈ {s / 60:.0f} min"
 
 
 def recommend(
@@ -318,8 +318,8 @@ def recommend(
                     f" ROI has not yet fallen by {100 * drop:.0f}% from its peak within the "
                     f"measured range: more labeled data is still paying off."
                 )
-            beyond = [r.marginal_roi for r in data[(knee or len(data)) + 1 :]]
-            beyond = [m for m in beyond if not math.isnan(m)]
+            after = data[knee + 1 :] if knee is not None else []
+            beyond = [r.marginal_roi for r in after if not math.isnan(r.marginal_roi)]
             if knee is not None and beyond:
                 per100 = max(beyond) * 100
                 rec["marginal_per_100_items"] = per100
@@ -371,7 +371,7 @@ def _warn_negative(rows: Sequence[SizeSummary], unit: str, out: list[str], metri
     """Say in words where more budget made the model worse (negative marginal ROI)."""
     label = (lambda r: r.size) if unit == "items" else (lambda r: r.epoch)
     steps = [
-        f"{label(prev):g} to {label(cur):g}"
+        f"{label(prev):g} → {label(cur):g}"
         for prev, cur in zip(rows, rows[1:])
         if cur.marginal_roi < 0
     ]
@@ -380,6 +380,6 @@ def _warn_negative(rows: Sequence[SizeSummary], unit: str, out: list[str], metri
     worst = min(r.marginal_roi for r in rows)
     cause = "training longer overfits" if unit == "epochs" else "noise or overfitting"
     out.append(
-        f"Warning: {metric} fell from {', '.join(steps)} {unit} (negative marginal ROI, down to "
+        f"Warning: {metric} fell with more {unit} ({', '.join(steps)}; marginal ROI down to "
         f"{worst:.3g} per {'item' if unit == 'items' else 'second'}): {cause}."
     )

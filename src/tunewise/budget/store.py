@@ -15,7 +15,7 @@ Why this shape:
 * **fingerprint in the header**: the sha256 of the resolved config (canonical JSON). Reopening
   with another fingerprint is an error rather than a silent mix of points measured under two
   configs; the user either points ``--output`` at a new folder or passes ``--fresh``, which
-  starts the store over (the old file is kept next to it as ``*.stale-<fingerprint>.jsonl``).
+  starts the store over (the old file is kept next to it as ``*.stale-<time>.jsonl``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from tunewise.budget.roi import BudgetPoint
 from tunewise.errors import TunewiseError
 
 FORMAT_VERSION = 1
+# What a torn or foreign line raises when parsed into a point (JSONDecodeError and
+# UnicodeDecodeError are ValueErrors; a bare number or list has no .items()).
+_BAD_LINE = (ValueError, TypeError, AttributeError)
 _FIELDS = {f.name for f in dataclasses.fields(BudgetPoint)}
 
 
@@ -71,7 +74,9 @@ def config_fingerprint(config: Mapping[str, Any], ignore: Iterable[str] = ()) ->
     try:
         text = canonical_json(data)
     except ValueError as exc:
-        raise TunewiseError(f"config: cannot fingerprint a config with NaN/inf values ({exc})")
+        raise TunewiseError(
+            f"config: cannot fingerprint a config with NaN/inf values ({exc}); set them to numbers"
+        ) from None
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -109,11 +114,13 @@ class ResultStore:
         path: the ``.jsonl`` file (created with its folder when missing).
         fingerprint: :func:`config_fingerprint` of the resolved config.
         config: the config itself, stored in the header so a person can see what was run.
-        fresh: start over when the file exists with another fingerprint (or is unreadable).
+        fresh: start over even if the file exists; the old file is kept next to it as
+            ``<name>.stale-<time>.jsonl``.
 
     Raises:
         TunewiseError: when the file exists with another fingerprint and ``fresh`` is False,
-            or when a line other than the last is not valid JSON.
+            or is not a result store; :meth:`points` when a line other than the last is
+            damaged.
 
     Example:
         >>> store = ResultStore(out / "results.jsonl", config_fingerprint(cfg), config=cfg)
@@ -131,21 +138,21 @@ class ResultStore:
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.torn_lines = 0
-        if self.path.exists() and self.path.stat().st_size > 0:
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if exists and fresh:
+            # Start over, but never destroy measurements: the old file is moved aside.
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            os.replace(self.path, self.path.with_name(f"{self.path.stem}.stale-{stamp}.jsonl"))
+            self._create(config)
+        elif exists:
             header = self._read_header()
             if header.get("fingerprint") != fingerprint:
-                old = _short_fp(header)
-                if not fresh:
-                    raise TunewiseError(
-                        f"--output: {self.path} holds points from a different config "
-                        f"(fingerprint {old}… vs {fingerprint[:12]}…); use a new output folder, "
-                        "or pass --fresh to start this store over"
-                    )
-                stale = self.path.with_name(f"{self.path.stem}.stale-{old}.jsonl")
-                os.replace(self.path, stale)
-                self._create(config)
-            else:
-                self._repair_tail()
+                raise TunewiseError(
+                    f"--output: {self.path} holds points from a different config (fingerprint "
+                    f"{_short_fp(header)}… vs {fingerprint[:12]}…); use a new output folder, "
+                    "or pass --fresh to start this store over"
+                )
+            self._repair_tail()
         else:
             self._create(config)
 
@@ -193,7 +200,7 @@ class ResultStore:
             try:  # killed between the last byte of the object and its newline: keep it
                 point_from_dict(json.loads(data[cut:]))
                 fh.write(b"\n")
-            except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError):
+            except _BAD_LINE:
                 self.torn_lines += 1
                 fh.truncate(cut)
             fh.flush()
@@ -230,7 +237,7 @@ class ResultStore:
                 continue
             try:
                 point = point_from_dict(json.loads(raw))
-            except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError):
+            except _BAD_LINE:
                 if number - 1 == last:  # torn tail: the run was killed mid-write
                     self.torn_lines = max(self.torn_lines, 1)
                     continue

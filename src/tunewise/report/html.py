@@ -1,0 +1,216 @@
+"""A self-contained HTML report of a budget sweep: one file to mail, open offline, or archive.
+
+Images are embedded as base64 ``data:`` URIs and the CSS is inline, so the file needs
+nothing next to it and loads nothing from the network. It is written to a temporary file
+and moved into place with ``os.replace``: a reader (or a browser refreshing the page) sees
+the old report or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult
+    from tunewise.budget.roi import Recommendation, SizeSummary
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222;
+       padding: 0 1rem; line-height: 1.45; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+.rec { background: #eef6ee; border-left: 4px solid #3a3; padding: 0.8rem 1rem; }
+.warn { background: #fff4e0; border-left: 4px solid #e90; padding: 0.5rem 1rem; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
+th { background: #f4f4f4; } td.neg { color: #b00; font-weight: bold; }
+figure { margin: 1rem 0; } img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: 0.8rem; color: #555; }
+"""
+
+CAPTIONS = {
+    "improvement_vs_items": "Relative improvement over the pre-trained model against labeled "
+    "items (band: ± 1 std over seeds).",
+    "roi_vs_items": "Data ROI (relative improvement per item) and marginal ROI; the dotted line "
+    "is the knee.",
+    "improvement_vs_seconds": "Relative improvement against training seconds (evaluation "
+    "excluded).",
+    "roi_vs_seconds": "Time ROI (relative improvement per training second) and marginal ROI.",
+    "forecast": "Learning-curve forecast with its bootstrap interval and the observed means.",
+}
+
+
+def image_data_uri(path: str | os.PathLike[str]) -> str:
+    """``data:image/png;base64,...`` for a PNG file."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], neg_cols=()) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            neg = i in neg_cols and cell.startswith("-")
+            cells.append(f'<td class="neg">{_e(cell)}</td>' if neg else f"<td>{_e(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _summary_table(rows: Sequence[SizeSummary], kind: str) -> str:
+    unit = "item" if kind == "data" else "s"
+    header = (["items"] if kind == "data" else ["epoch", "items"]) + [
+        "seeds", "mean metric", "rel. improvement", "± std", f"ROI / {unit}",
+        f"marginal ROI / {unit}", "train s", "eval s",
+    ]
+    body = []
+    for r in rows:
+        lead = [str(r.size)] if kind == "data" else [f"{r.epoch:g}", str(r.size)]
+        body.append(lead + [
+            str(r.n), _num(r.mean_metric, ".4f"), _num(100 * r.mean_rel_improvement, "+.2f") + "%",
+            _num(100 * r.std, ".2f") + "%", _num(r.roi, ".3g"), _num(r.marginal_roi, ".3g"),
+            _num(r.mean_seconds, ".1f"), _num(r.mean_eval_seconds, ".1f"),
+        ])
+    return _table(header, body, neg_cols=[len(header) - 3])
+
+
+def _forecast_section(res: ForecastResult, validation, target) -> str:
+    params = ", ".join(f"{k} = {v:.4g}" for k, v in res.params.items())
+    scores = ", ".join(f"{k}: {v:.4f} (weight {res.weights.get(k, 0):.2f})"
+                       for k, v in res.cv_rmse.items())
+    measured = set(res.observed_sizes)
+    rows = [[f"{s:,}", _num(m, ".4f"), _num(lo, ".4f"), _num(hi, ".4f"),
+             "measured" if s in measured else f"{s / res.observed_sizes[-1]:.1f}x largest"]
+            for s, m, lo, hi in zip(res.sizes, res.mean, res.low, res.high)]
+    parts = [
+        f"<p>Best form: <b>{_e(res.form)}</b>, <code>{_e(res.formula)}</code> with {_e(params)}."
+        f" Leave-one-size-out RMSE by form: {_e(scores)}. The forecast is the median over "
+        f"{len(res.boot)} bootstrap fits, which mix the forms by those weights.</p>",
+        _table(["items", "forecast", f"{100 * res.level:.0f}% low", "high", "note"], rows),
+    ]
+    parts += [f'<p class="warn">{_e(w)}</p>' for w in res.warnings]
+    if validation is not None:
+        cls = "rec" if validation.inside else "warn"
+        parts.append(f'<h3>Forecast validation</h3><p class="{cls}">{_e(validation.text)}</p>')
+    if target is not None:
+        parts.append(f"<h3>Labels for target {target.target:g}</h3><p>{_e(target.message)}</p>")
+    return "\n".join(parts)
+
+
+def render_html(
+    *,
+    title: str = "tunewise budget report",
+    recommendation: Recommendation | str | None = None,
+    data_summary: Sequence[SizeSummary] | None = None,
+    time_summary: Sequence[SizeSummary] | None = None,
+    images: Mapping[str, str | os.PathLike[str]] | None = None,
+    forecast: ForecastResult | None = None,
+    validation: ValidationResult | None = None,
+    target: TargetEstimate | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The report as one HTML string (all text escaped, images inlined).
+
+    Args:
+        title: page title and heading.
+        recommendation: :class:`~tunewise.budget.roi.Recommendation` or plain text.
+        data_summary: rows of the data sweep; time_summary: rows of the time sweep.
+        images: name -> PNG path (names from :func:`tunewise.report.plots.plot_all` get
+            captions); each is embedded as a ``data:`` URI.
+        forecast, validation, target: learning-curve results, when a forecast was made.
+        notes: extra lines (config summary, machine), shown at the end.
+    """
+    images = dict(images or {})
+    body = [f"<h1>{_e(title)}</h1>"]
+    if recommendation is not None:
+        text = recommendation if isinstance(recommendation, str) else recommendation.text
+        body.append(f'<h2>Recommendation</h2><p class="rec">{_e(text)}</p>')
+
+    def figures(*names: str) -> None:
+        for name in names:
+            if name in images:
+                body.append(
+                    f'<figure><img src="{image_data_uri(images.pop(name))}" alt="{_e(name)}">'
+                    f"<figcaption>{_e(CAPTIONS.get(name, name))}</figcaption></figure>"
+                )
+
+    if data_summary:
+        body.append("<h2>Labeled data</h2>")
+        figures("improvement_vs_items", "roi_vs_items")
+        body.append(_summary_table(data_summary, "data"))
+    if time_summary:
+        body.append("<h2>Training time</h2>")
+        figures("improvement_vs_seconds", "roi_vs_seconds")
+        body.append(_summary_table(time_summary, "time"))
+    if forecast is not None:
+        body.append("<h2>Forecast</h2>")
+        figures("forecast")
+        body.append(_forecast_section(forecast, validation, target))
+    figures(*list(images))  # anything else the caller passed
+    if notes:
+        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def write_html(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` atomically: temporary file in the same folder, fsync, ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    *,
+    data_summary: Sequence[SizeSummary] | None = None,
+    time_summary: Sequence[SizeSummary] | None = None,
+    recommendation: Recommendation | str | None = None,
+    forecast: ForecastResult | None = None,
+    validation: ValidationResult | None = None,
+    target: TargetEstimate | None = None,
+    metric_name: str = "metric",
+    drop: float = 0.70,
+    title: str = "tunewise budget report",
+    notes: Sequence[str] = (),
+) -> Path:
+    """Draw every plot into ``out_dir/plots`` and write ``out_dir/report.html``.
+
+    Returns:
+        The path of the HTML file.
+    """
+    from tunewise.report.plots import plot_all
+
+    out = Path(out_dir)
+    images = plot_all(out / "plots", data_summary, time_summary, forecast, validation, target,
+                      metric_name=metric_name, drop=drop)
+    text = render_html(title=title, recommendation=recommendation, data_summary=data_summary,
+                       time_summary=time_summary, images=images, forecast=forecast,
+                       validation=validation, target=target, notes=notes)
+    return write_html(out / "report.html", text)
