@@ -6,6 +6,8 @@ The public API is small; the command line calls exactly these functions::
     result = tunewise.fit("run.yaml")                    # or a dict / RunConfig
     print(result.before["mrr@20"], result.after["mrr@20"])
     tunewise.evaluate("run.yaml", model="runs/faq")
+    tunewise.run_budget("run.yaml", seeds=3)             # data/time sweeps, ROI, knee, forecast
+    tunewise.estimate_memory("path/or/hub-id", strategy="lora", batch_size=16)
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["fit", "evaluate", "load_config", "RunConfig", "TunewiseError", "__version__"]
+__all__ = ["fit", "evaluate", "run_budget", "estimate_memory", "load_config", "RunConfig", "TunewiseError", "__version__"]
 
 from tunewise.errors import TunewiseError
 
 if TYPE_CHECKING:
     from tunewise.config import RunConfig, load_config
+    from tunewise.budget import run_budget
+    from tunewise.memory import estimate_memory
     from tunewise.run import evaluate, fit
 
 
@@ -32,6 +36,14 @@ def __getattr__(name: str) -> Any:
         import tunewise.evaluate
 
         return tunewise.evaluate
+    if name == "run_budget":
+        from tunewise.budget import run_budget
+
+        return run_budget
+    if name == "estimate_memory":
+        from tunewise.memory import estimate_memory
+
+        return estimate_memory
     if name in ("load_config", "RunConfig"):
         from tunewise import config
 

@@ -140,7 +140,9 @@ class EvalConfig:
 # evaluate/metrics.py); a task listed here gets its first usable metric when eval.primary is
 # left at the retrieval default. All are higher-is-better.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "causal_lm": ("format_valid", "exact_match"),
+    # answer_likelihood = 1 / perplexity of the expected answers: above 0 before training, so a
+    # budget sweep can compute relative gains where the format metrics start at 0.
+    "causal_lm": ("format_valid", "exact_match", "answer_likelihood"),
     # evaluate/classification.py CLASSIFICATION_METRICS (a test keeps the two equal)
     "classification": ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1"),
     "image-classification": ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1"),

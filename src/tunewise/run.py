@@ -17,7 +17,8 @@ from rich.console import Console
 
 from tunewise.config import RunConfig, dump_config, load_config
 from tunewise.errors import TunewiseError
-from tunewise.memory.measure import PeakMemory
+from tunewise.memory.measure import PeakMemory, configure_cpu_allocator
+from tunewise.memory.runs import memory_block, preflight_run
 from tunewise.models.loading import pick_device, resolve_model
 from tunewise.outputs import (
     check_output_dir,
@@ -134,6 +135,11 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     model = strategy.prepare(model, task, options, cfg)
     trainable, total = count_params(task.modules(model))
     info = StrategyInfo(cfg.strategy_name, trainable, total)
+    estimate, estimate_note = preflight_run(cfg, model, device)  # stops here if it cannot fit
+    if estimate is not None:
+        console.print(f"memory: estimated peak {estimate.total_bytes / 2**20:,.0f} MiB on {device}")
+    if not device.startswith("cuda"):
+        configure_cpu_allocator()
     console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}")
 
     with staged_dir(out) as staging:
@@ -174,7 +180,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
                 "best": stats.best,
             },
             "eval": {"seconds_before": round(before.seconds, 3), "seconds_after": round(after.seconds, 3)},
-            "memory": peak.as_dict(),
+            "memory": memory_block(estimate, estimate_note, peak),
             "data": report,
             "examples": {"before": before.examples, "after": after.examples},
             "config": cfg.to_dict(),

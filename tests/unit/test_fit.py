@@ -110,3 +110,22 @@ def test_staged_dir_replaces_existing(tmp_path):
         (staging / "new.txt").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_memory_estimate_beside_measurement(tiny_st_model, pairs_file, tmp_path):
+    memory = tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path)).metrics["memory"]
+    assert memory["estimated_bytes"] > 0 and memory["measured_bytes"] == memory["peak_bytes"]
+    assert memory["error_pct"] is not None and set(memory["estimate"]) >= {"weights_bytes", "activations_bytes"}
+
+
+def test_run_that_cannot_fit_stops_before_training(tiny_st_model, pairs_file, tmp_path, monkeypatch):
+    import importlib
+
+    advise = importlib.import_module("tunewise.memory.advise")  # the package re-exports a function of that name
+    monkeypatch.setattr(advise, "available_memory", lambda device="auto": (10 * 2**20, "test: 10 MiB free"))
+    with pytest.raises(tunewise.TunewiseError, match=r"memory: the estimated peak .* exceeds .*train.check_memory=false"):
+        tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path))
+    assert not (tmp_path / "run").exists()
+    # The override trains anyway and still records the estimate.
+    result = tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path, "train.check_memory=false"))
+    assert result.metrics["memory"]["estimated_bytes"] > 10 * 2**20

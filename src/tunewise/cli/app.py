@@ -95,22 +95,49 @@ def evaluate(
     console.print(f"{result['data'].get('eval_queries', '?')} queries, {result['seconds']:.1f} s")
 
 
+DEMO_TASKS = ("embedding", "classification", "image-search", "image-classification", "llm")
+
+
 @app.command()
 @handle_errors
 def demo(
-    output_dir: str = typer.Option("runs/demo", "--output-dir", "-o", help="Output folder (replaced if it exists)."),
-    lang: str = typer.Option("sv", "--lang", help="FAQ language: sv (the pre-trained model is weak there) or en."),
+    task: str = typer.Option("embedding", "--task", "-t", help=f"Which demo: {', '.join(DEMO_TASKS)}."),
+    budget: bool = typer.Option(False, "--budget", help="Run the budget planner's data and time sweep instead (embedding)."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Output folder (replaced if it exists)."),
+    lang: Optional[str] = typer.Option(None, "--lang", help="FAQ language: sv (the pre-trained model is weak there) or en."),
     overrides: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Fine-tune the packaged MiniLM on the packaged Swedish construction FAQ and show before/after."""
-    from tunewise.demo import demo_config
-    from tunewise.errors import TunewiseError
+    """Fine-tune a packaged model on packaged data and show before/after (default: MiniLM on the Swedish FAQ)."""
+    from tunewise.errors import TunewiseError, did_you_mean
     from tunewise.run import fit as run_fit
 
-    if lang not in ("sv", "en"):
+    if task not in DEMO_TASKS:
+        raise TunewiseError(f"--task: unknown demo '{task}'{did_you_mean(task, DEMO_TASKS)}; choose one of: {', '.join(DEMO_TASKS)}")
+    if lang not in (None, "sv", "en"):
         raise TunewiseError(f"--lang: use sv or en, got '{lang}'")
-    cfg = demo_config(output_dir, lang=lang, overrides=overrides)
-    console.print(f"[bold]tunewise demo[/]: all-MiniLM-L6-v2 on the construction FAQ ({lang}), questions -> answers")
+    if budget:
+        if task != "embedding":
+            raise TunewiseError("--budget: the budget demo runs on the embedding task; drop --task or run "
+                                "`tunewise budget CONFIG` with your task's config")
+        from tunewise.cli.budget import demo_sweep
+
+        demo_sweep(output_dir or "runs/demo-budget", lang or "sv", overrides)
+        return
+    if task == "embedding":
+        from tunewise.demo import demo_config
+
+        cfg = demo_config(output_dir or "runs/demo", lang=lang or "sv", overrides=overrides)
+        console.print(f"[bold]tunewise demo[/]: all-MiniLM-L6-v2 on the construction FAQ ({lang or 'sv'}), questions -> answers")
+    elif task == "llm":
+        from tunewise.demos_llm import llm_demo_config
+
+        cfg = llm_demo_config(output_dir or "runs/demo-llm", lang=lang or "en", overrides=overrides)
+        console.print("[bold]tunewise demo --task llm[/]: SmolLM2-135M-Instruct + LoRA learns to answer as a JSON object")
+    else:
+        from tunewise.demos_tasks import task_demo_config
+
+        cfg = task_demo_config(task, output_dir, lang=lang or "sv", overrides=overrides)
+        console.print(f"[bold]tunewise demo --task {task}[/]")
     result = run_fit(cfg, console=console)
     show_run(console, result.metrics, str(result.output_dir))
 
@@ -134,6 +161,8 @@ def show_config(
 # Commands that live in their own modules register here (one line each).
 # --- registered commands ---
 from tunewise.cli import strategies as _strategies; _strategies.register(app)  # noqa: E402,E702
+from tunewise.cli import budget as _budget; _budget.register(app)  # noqa: E402,E702
+from tunewise.cli import memory as _memory; _memory.register(app)  # noqa: E402,E702
 # --- end registered commands ---
 
 

@@ -58,11 +58,13 @@ def check_classes(labels: Sequence[str], source: str) -> list[str]:
     return sorted(counts)
 
 
-def stratified_split(labels: Sequence[int], fraction: float, size: int | None, seed: int) -> tuple[list[int], list[int]]:
+def stratified_split(labels: Sequence[int], fraction: float, size: int | None, seed: int,
+                     min_held: int = 1) -> tuple[list[int], list[int]]:
     """Seeded per-class hold-out: (train indices, held-out indices), both sorted.
 
-    Each class gives ``round(n_c * share)`` items (at least 1 while keeping at least 1 for
-    training), where ``share`` is ``fraction``, or ``size / n`` when a size is given.
+    Each class gives ``round(n_c * share)`` items (at least ``min_held`` while keeping at least
+    1 for training), where ``share`` is ``fraction``, or ``size / n`` when a size is given.
+    Search holds out 2 per class at least, so that every held-out image has a match.
 
     Raises:
         TunewiseError: the held-out set would leave nothing to train on.
@@ -79,26 +81,26 @@ def stratified_split(labels: Sequence[int], fraction: float, size: int | None, s
     for label in sorted(by_class):
         items = by_class[label]
         rng.shuffle(items)
-        k = min(max(1, round(len(items) * share)), len(items) - 1)
+        k = min(max(min_held, round(len(items) * share)), len(items) - 1)
         held.extend(items[:k])
     held_set = set(held)
     return [i for i in range(n) if i not in held_set], sorted(held)
 
 
 def split_labeled(items: list[T], names: list[str], cfg: DataConfig, seed: int, source: str,
-                  *, need_validation: bool = False) -> LabeledData[T]:
+                  *, need_validation: bool = False, min_held: int = 1) -> LabeledData[T]:
     """Check classes and hold out an evaluation (and optionally validation) share per class."""
     classes = check_classes(names, source)
     index = {c: i for i, c in enumerate(classes)}
     labels = [index[c] for c in names]
-    train_idx, eval_idx = stratified_split(labels, cfg.eval_fraction, cfg.eval_size, seed)
+    train_idx, eval_idx = stratified_split(labels, cfg.eval_fraction, cfg.eval_size, seed, min_held)
     if cfg.max_train is not None and len(train_idx) > cfg.max_train:
         rng = random.Random(seed)
         train_idx = sorted(rng.sample(train_idx, cfg.max_train))
     val_idx: list[int] = []
     if need_validation:
         sub = [labels[i] for i in train_idx]
-        keep, val = stratified_split(sub, cfg.validation_fraction, None, seed + 1)
+        keep, val = stratified_split(sub, cfg.validation_fraction, None, seed + 1, min_held)
         train_idx, val_idx = [train_idx[i] for i in keep], [train_idx[i] for i in val]
     data = LabeledData(
         train=[items[i] for i in train_idx], train_labels=[labels[i] for i in train_idx],

@@ -169,13 +169,17 @@ class ArchSpec:
         return total
 
     def formula_params(self) -> int:
-        """Total parameters from the closed-form counts above (no pooler/heads for vision)."""
+        """Total parameters from the closed-form counts above (as ``AutoModel`` builds them)."""
         if self.family == "clip":
             return sum(t.n_params or 0 for t in self.towers)
         if self.family == "cnn":
             return self.cnn_params()
-        final_norm = self.hidden if self.norm == "rmsnorm" else 2 * self.hidden
-        return self.embedding_params() + self.n_layers * self.layer_params() + final_norm + self.lm_head_params()
+        h = self.hidden
+        body = self.embedding_params() + self.n_layers * self.layer_params()
+        if self.family == "decoder":
+            return body + (h if self.norm == "rmsnorm" else 2 * h) + self.lm_head_params()
+        pooler = h * h + h  # BertModel/ViTModel's pooler (AutoModel adds it)
+        return body + pooler + (2 * h if self.family == "vit" else 0)  # ViT: final LayerNorm
 
     def replace(self, **changes: Any) -> ArchSpec:
         """A copy with fields changed (``n_params`` recomputed unless given)."""
@@ -242,7 +246,8 @@ def spec_from_config(config: Any, source: str = "", **overrides: Any) -> ArchSpe
         values["patch_size"] = get("patch_size")
         values["channels"] = get("num_channels") or 3
     if family == "decoder":
-        values["gated_mlp"] = model_type in LLAMA_LIKE or (get("hidden_act") in ("silu", "swiglu") and model_type != "gpt2")
+        # Llama-like unless the config says otherwise (explicit values without a model_type too).
+        values["gated_mlp"] = model_type in LLAMA_LIKE or not model_type or (get("hidden_act") in ("silu", "swiglu") and model_type != "gpt2")
         values["norm"] = "rmsnorm" if values["gated_mlp"] else "layernorm"
         values["tie_embeddings"] = bool(get("tie_word_embeddings"))
         if values["intermediate"] is None and values["hidden"] is not None:
@@ -276,6 +281,8 @@ def count_params_meta(config: Any, family: str) -> int | None:
         with init_empty_weights():
             factory = AutoModelForCausalLM if family == "decoder" else AutoModel
             model = factory.from_config(config)
+        # Tie outside the context: init_empty_weights re-creates every registered parameter.
+        model.tie_weights()
         return sum(p.numel() for p in model.parameters())
     except Exception:  # noqa: BLE001 - any failure just means "use the formula"
         return None
@@ -317,7 +324,7 @@ def load_arch(model: Any = None, **overrides: Any) -> ArchSpec:
         model = packaged_minilm_path()
     if not isinstance(model, (str, Path)):
         spec = spec_from_config(model, source=type(model).__name__, **overrides)
-        if "n_params" not in overrides and spec.family != "clip":
+        if "n_params" not in overrides:
             counted = count_params_meta(model, spec.family)
             spec = dataclasses.replace(spec, n_params=counted) if counted else spec
         return spec
@@ -342,7 +349,7 @@ def load_arch(model: Any = None, **overrides: Any) -> ArchSpec:
                 "or describe the model with --family --hidden-size --num-layers --num-heads --intermediate-size --vocab-size"
             ) from None
     spec = spec_from_config(config, source=source, **overrides)
-    if "n_params" not in overrides and not isinstance(config, dict) and spec.family != "clip":
+    if "n_params" not in overrides and not isinstance(config, dict):
         counted = count_params_meta(config, spec.family)
         spec = dataclasses.replace(spec, n_params=counted) if counted else spec
     return spec

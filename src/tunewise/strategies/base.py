@@ -1,7 +1,20 @@
 """Strategies: how much of a pre-trained model trains. A registry keyed by the name users type.
 
 Each strategy is a module with one validated options dataclass and a ``prepare`` function
-that freezes, unfreezes or wraps the task's model before training.
+that freezes, unfreezes or wraps the task's model before training. Optional hooks let a
+strategy change more of the run without the runner knowing which strategy it is:
+
+| hook | called by | what for |
+|---|---|---|
+| ``check(options, config)`` | :func:`resolve_strategy` | stop before any work (qlora without CUDA) |
+| ``param_groups(model, task, options, config)`` | the task's ``train`` | per-group learning rates |
+| ``callbacks(model, task, options, config)`` | the task's ``train`` | gradual unfreezing |
+| ``train(model, task, data, options, config, workdir=, callbacks=)`` | :func:`tunewise.run.fit` | replaces the task's training (``head``: cached features) |
+| ``save(model, task, path, options, config)`` | :func:`tunewise.run.fit` | replaces ``task.save`` (LoRA: adapter + merged model) |
+
+Tasks may offer ``backbone(model)`` (the pre-trained network whose layers are found by
+:mod:`tunewise.strategies.layers`), ``head_modules(model)`` (new trainable heads) and
+``add_head(model, dim)``; without them the whole of ``task.modules(model)`` is the backbone.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tunewise.config import RunConfig, from_dict
+from tunewise.errors import TunewiseError
 from tunewise.registry import Registry
 
 
@@ -42,10 +56,26 @@ STRATEGIES: Registry[Any] = Registry("strategy", "strategy")
 
 
 def resolve_strategy(config: RunConfig) -> tuple[Any, Any]:
-    """The strategy object and its validated options, from ``config.strategy``."""
+    """The strategy object and its validated options, from ``config.strategy``.
+
+    An option that belongs to another strategy gets a message saying so (not just "unknown key").
+    """
     strategy = STRATEGIES.get(config.strategy_name)
     raw = {k: v for k, v in config.strategy.items() if k != "name"}
+    own = {f.name for f in dataclasses.fields(strategy.options)}
+    for key in raw:
+        if key in own:
+            continue
+        users = [n for n in STRATEGIES.names() if key in {f.name for f in dataclasses.fields(STRATEGIES.get(n).options)}]
+        if users:
+            raise TunewiseError(
+                f"strategy.{key}: does not apply to strategy '{strategy.name}'; it is an option of {', '.join(users)}"
+                + (f" (options of {strategy.name}: {', '.join(sorted(own))})" if own else f" ({strategy.name} has no options)")
+            )
     options = from_dict(strategy.options, raw, prefix="strategy")
+    check = getattr(strategy, "check", None)
+    if check is not None:
+        check(options, config)
     return strategy, options
 
 
@@ -54,3 +84,22 @@ def count_params(module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     total = sum(p.numel() for p in module.parameters())
     return trainable, total
+
+
+def backbone_of(task: Any, model: Any):
+    """The pre-trained network inside the task's model (the whole model when the task does not say)."""
+    fn = getattr(task, "backbone", None)
+    return fn(model) if fn is not None else task.modules(model)
+
+
+def head_modules_of(task: Any, model: Any) -> list:
+    """New trainable heads of the task's model (none when the task does not say)."""
+    fn = getattr(task, "head_modules", None)
+    return list(fn(model)) if fn is not None else []
+
+
+def add_head(task: Any, model: Any, dim: int | None, option: str = "strategy.head_dim") -> Any:
+    fn = getattr(task, "add_head", None)
+    if fn is None:
+        raise TunewiseError(f"{option}: task '{task.name}' cannot add a head; drop {option}")
+    return fn(model, dim)

@@ -1,4 +1,9 @@
-"""``full``: every parameter trains (the default)."""
+"""``full``: every parameter trains (the default).
+
+Takes the shared learning-rate options (:mod:`tunewise.strategies.schedule`): a new head
+with its own learning rate, layer-wise decay and gradual unfreezing. With none of them set
+it behaves exactly as before: the Trainer's optimizer over every parameter.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ from typing import Any
 
 from tunewise.config import RunConfig
 from tunewise.strategies.base import STRATEGIES
+from tunewise.strategies.schedule import ScheduleOptions, param_groups, prepare_head, schedule_callbacks
 
 
 @dataclass
-class FullOptions:
-    """Full fine-tuning has no options: everything trains."""
+class FullOptions(ScheduleOptions):
+    """Full fine-tuning: everything trains; learning-rate options are optional."""
 
 
 @STRATEGIES.register("full")
@@ -21,6 +27,10 @@ class FullStrategy:
 
     @staticmethod
     def prepare(model: Any, task: Any, options: FullOptions, config: RunConfig) -> Any:
+        model = prepare_head(model, task, options)
         for p in task.modules(model).parameters():
             p.requires_grad_(True)
         return model
+
+    param_groups = staticmethod(param_groups)
+    callbacks = staticmethod(schedule_callbacks)

@@ -129,7 +129,7 @@ class EmbeddingTask:
         if out_dim == in_dim:
             torch.nn.init.eye_(weight)
         else:
-            torch.nn.init.orthogonal_(weight)
+            torch.nn.init.orthogonal_(weight, generator=torch.Generator().manual_seed(0))  # same head every run
         act = torch.nn.Tanh() if activation == "tanh" else None
         dense = Dense(in_dim, out_dim, bias=True, activation_function=act, init_weight=weight,
                       init_bias=torch.zeros(out_dim))
@@ -173,7 +173,10 @@ class EmbeddingTask:
         logging.getLogger("sentence_transformers.base.trainer").setLevel(logging.ERROR)
         optimizers = (None, None)
         if param_groups:
-            optimizer_cls, optimizer_kwargs = SentenceTransformerTrainer.get_optimizer_cls_and_kwargs(args, model)
+            from transformers import Trainer
+
+            # the Trainer's own choice of optimizer class (args.optim), with the strategy's groups
+            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
             optimizers = (optimizer_cls(param_groups, **optimizer_kwargs), None)
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=Dataset.from_list(rows), loss=loss,

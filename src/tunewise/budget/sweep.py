@@ -1,0 +1,347 @@
+"""The budget sweep: fine-tune at several data sizes and along one long run, then report.
+
+:func:`run_budget` is what ``tunewise budget`` calls. It talks to tasks and strategies only
+through their registries, as :func:`tunewise.run.fit` does:
+
+1. prepare the data ONCE (every point is scored on the same evaluation set);
+2. evaluate the pre-trained model ONCE: the "before" of every relative improvement;
+3. **data sweep**: for each seed, nested subsets (:func:`~tunewise.budget.grid.nested_subsets`)
+   at every grid size; each (size, seed) point loads a fresh pre-trained model, applies the
+   strategy, trains on ``task.subset(data, indices)`` and is evaluated;
+4. **time sweep**: one run at one size, evaluated after every epoch (and every K steps) by
+   :class:`~tunewise.budget.timecurve.TimeCurveCallback`;
+5. every finished point goes to the :class:`~tunewise.budget.store.ResultStore` at once, so a
+   killed sweep resumes where it stopped; then the report is written
+   (:mod:`tunewise.budget.results`).
+
+Points run on a backend (:mod:`tunewise.budget.backends`): in this process, or as Ray tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tunewise.budget.grid import MIN_POINTS, check_grid, default_grid, nested_subsets
+from tunewise.budget.roi import BudgetPoint
+from tunewise.budget.store import ResultStore, config_fingerprint
+from tunewise.budget.timecurve import CurvePoint, TimeCurveCallback
+from tunewise.config import RunConfig
+from tunewise.errors import TunewiseError
+
+SUBSET_SCHEME = "nested-prefix-v1"  # how indices are drawn; part of the store fingerprint
+Progress = Callable[[int, int, str], None]  # (finished jobs, total jobs, what runs now)
+
+
+@dataclass(frozen=True)
+class PointJob:
+    """One training run of a sweep; self-contained so a Ray worker can run it from scratch.
+
+    A data job gives one point; a time job (``kind="time"``) trains ``epochs`` and gives a
+    point at every evaluation.
+    """
+
+    kind: str
+    size: int
+    seed: int
+    indices: tuple[int, ...]
+    epochs: float | None = None
+    eval_steps: int | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "time":
+            return f"time curve: {self.size} items, {self.epochs:g} epochs, seed {self.seed}"
+        return f"{self.size} items, seed {self.seed}"
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep measures (resolved: no Nones left)."""
+
+    sizes: list[int]
+    seeds: int
+    time_size: int | None  # None: no time sweep
+    time_epochs: float
+    eval_steps: int | None
+    time_seeds: int = 1
+    warnings: list[str] = field(default_factory=list)
+
+    def fingerprint_part(self) -> dict[str, Any]:
+        """Settings that change a point's value. Sizes and seeds are left out on purpose:
+        a point does not depend on them, so a grid can grow and reuse its finished points."""
+        time_part = None if self.time_size is None else {
+            "size": self.time_size, "epochs": self.time_epochs, "eval_steps": self.eval_steps}
+        return {"subsets": SUBSET_SCHEME, "time": time_part}
+
+
+def point_config(cfg: RunConfig, seed: int, epochs: float | None = None) -> RunConfig:
+    """The config one point trains with: its own training seed (data split unchanged)."""
+    train = dataclasses.replace(cfg.train, epochs=epochs) if epochs is not None else cfg.train
+    return dataclasses.replace(cfg, seed=cfg.seed + seed, train=train)
+
+
+def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_before: float, device: str,
+            emit: Callable[[BudgetPoint], None]) -> None:
+    """Train one job from a fresh pre-trained model and ``emit`` each finished point.
+
+    Follows :func:`tunewise.run.fit`: strategy ``prepare``, then its ``train`` hook or the
+    task's training with the strategy's param groups and callbacks.
+    """
+    from tunewise.run import _train_with_strategy
+    from tunewise.strategies import resolve_strategy
+
+    primary = cfg.eval.primary
+    run_cfg = point_config(cfg, job.seed, job.epochs if job.kind == "time" else None)
+    strategy, options = resolve_strategy(run_cfg)
+    model = strategy.prepare(task.load_model(run_cfg, device), task, options, run_cfg)
+    subset = task.subset(data, list(job.indices))
+    base = {"strategy": run_cfg.strategy_name, "device": device}
+    with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as workdir:
+        if job.kind == "time":
+            def on_curve(cp: CurvePoint) -> None:
+                emit(BudgetPoint(job.size, job.seed, metric_before, cp.metric, cp.train_seconds, cp.eval_seconds,
+                                 epoch=cp.epoch, kind="time",
+                                 extra={**base, "step": cp.step, "final": cp.final, "run_epochs": job.epochs,
+                                        "metrics": cp.metrics}))
+
+            curve = TimeCurveCallback(task, model, subset, run_cfg, eval_steps=job.eval_steps, on_point=on_curve)
+            curve.start()
+            _train_with_strategy(strategy, options, task, model, subset, run_cfg,
+                                 workdir=Path(workdir), callbacks=[curve])
+            return
+        stats, _ = _train_with_strategy(strategy, options, task, model, subset, run_cfg,
+                                        workdir=Path(workdir), callbacks=None)
+    after = task.evaluate(model, subset, run_cfg)
+    emit(BudgetPoint(job.size, job.seed, metric_before, float(after.metrics[primary]), float(stats.seconds),
+                     float(after.seconds), extra={**base, "steps": stats.steps, "epochs": stats.epochs,
+                                                  "samples_per_second": round(stats.samples_per_second, 3),
+                                                  "metrics": after.metrics}))
+
+
+def plan_sweep(n_available: int, cfg: RunConfig, *, sizes=None, seeds: int = 3, time_size: int | None = None,
+               epochs: float | None = None, eval_steps: int | None = None, time_sweep: bool = True,
+               time_seeds: int = 1) -> SweepPlan:
+    """Resolve the grid and the time sweep against the data that exists.
+
+    Raises:
+        TunewiseError: naming the option (``--seeds``, ``--sizes``, ``--time-size``,
+            ``--epochs``, ``--eval-steps``) on bad values. Sizes above the data are capped
+            with a warning.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise TunewiseError(f"--seeds: must be a whole number of at least 1; got {seeds!r}")
+    if time_seeds < 1:
+        raise TunewiseError(f"time_seeds: must be at least 1; got {time_seeds}")
+    warnings: list[str] = []
+    if sizes is None:
+        grid = default_grid(n_available)
+    else:
+        grid, warnings = check_grid(sizes, n_available, cap=True)
+    if epochs is not None and not epochs > 0:
+        raise TunewiseError(f"--epochs: must be positive; got {epochs}")
+    if eval_steps is not None and eval_steps < 1:
+        raise TunewiseError(f"--eval-steps: must be at least 1; got {eval_steps}")
+    t_size = None
+    if time_sweep:
+        t_size = grid[-1] if time_size is None else int(time_size)
+        if t_size < 1:
+            raise TunewiseError(f"--time-size: must be at least 1; got {time_size}")
+        if t_size > n_available:
+            warnings.append(f"--time-size: {t_size} is larger than the {n_available} labeled items available; "
+                            f"capped to {n_available}")
+            t_size = n_available
+    # Default: twice the configured training, to show whether training longer would pay.
+    t_epochs = float(epochs) if epochs is not None else 2.0 * cfg.train.epochs
+    return SweepPlan(grid, seeds, t_size, t_epochs, eval_steps, time_seeds, warnings)
+
+
+def plan_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultStore) -> tuple[list[PointJob], int]:
+    """Jobs still to run, and how many planned points the store already holds."""
+    done, points = store.done(), store.points()
+    jobs: list[PointJob] = []
+    subsets = {s: nested_subsets(n_available, [*plan.sizes, *([plan.time_size] if plan.time_size else [])],
+                                 cfg.seed + s) for s in range(max(plan.seeds, plan.time_seeds))}
+    reused = 0
+    # Seed by seed, smallest size first: quick points land early, and a sweep stopped part-way
+    # already has whole curves (what the knee and the forecast need) rather than many seeds
+    # of the small sizes only.
+    for s in range(plan.seeds):
+        for size in plan.sizes:
+            if ("data", size, s, None) in done:
+                reused += 1
+            else:
+                jobs.append(PointJob("data", size, s, tuple(subsets[s][size])))
+    if plan.time_size is not None:
+        for s in range(plan.time_seeds):
+            finished = [p for p in points if p.kind == "time" and p.size == plan.time_size and p.seed == s]
+            if any(p.extra.get("final") for p in finished):
+                reused += len(finished)
+            else:  # a time run cannot restart mid-way: run it again, its points replace the old
+                jobs.append(PointJob("time", plan.time_size, s, tuple(subsets[s][plan.time_size]),
+                                     plan.time_epochs, plan.eval_steps))
+    return jobs, reused
+
+
+def _check_report_options(plan: SweepPlan, *, target, forecast_sizes, validate) -> None:
+    """Fail before any training when the report cannot do what was asked."""
+    wants = [name for name, on in (("--target", target is not None), ("--forecast-sizes", bool(forecast_sizes)),
+                                   ("--validate", validate)) if on]
+    if wants and len(plan.sizes) < MIN_POINTS:
+        raise TunewiseError(f"--sizes: {wants[0]} needs a forecast, which needs at least {MIN_POINTS} grid sizes; "
+                            f"got {len(plan.sizes)} ({', '.join(map(str, plan.sizes))}). Add sizes, e.g. "
+                            "--sizes 25,50,100,200")
+    if target is not None and not (isinstance(target, (int, float)) and 0 <= target <= 1):
+        hint = f" (for {target:g}% write {target / 100:g})" if isinstance(target, (int, float)) and 1 < target <= 100 else ""
+        raise TunewiseError(f"--target: must be a metric value in [0, 1]; got {target}{hint}")
+    if forecast_sizes:
+        limit = 10 * plan.sizes[-1]
+        if bad := [s for s in forecast_sizes if not 1 <= int(s) <= limit]:
+            raise TunewiseError(f"--forecast-sizes: {bad} outside 1..{limit} (10x the largest grid size, "
+                                f"{plan.sizes[-1]}); measure larger sizes to forecast further")
+    if validate:
+        small = [s for s in plan.sizes if s <= plan.sizes[-1] / 4]
+        if len(small) < MIN_POINTS:
+            raise TunewiseError(f"--validate: fits only on sizes up to a quarter of the largest ({plan.sizes[-1]} / 4)"
+                                f" and needs {MIN_POINTS} of them; the grid has {len(small)}. Add small sizes, "
+                                f"e.g. --sizes {','.join(str(max(1, plan.sizes[-1] // d)) for d in (16, 8, 4))},"
+                                f"{plan.sizes[-1]}")
+
+
+def run_budget(
+    config: RunConfig | str | Path | dict | None = None,
+    *,
+    sizes: list[int] | None = None,
+    seeds: int = 3,
+    time_size: int | None = None,
+    epochs: float | None = None,
+    eval_steps: int | None = None,
+    time_sweep: bool = True,
+    backend: str | Any = "local",
+    ray_address: str | None = None,
+    price_per_hour: float | None = None,
+    target: float | None = None,
+    forecast_sizes: list[int] | None = None,
+    validate: bool = False,
+    drop: float = 0.70,
+    output_dir: str | Path | None = None,
+    fresh: bool = False,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+    progress: Progress | None = None,
+):
+    """Measure what labeled data and training time buy, and write the budget report.
+
+    Args:
+        config: anything :func:`tunewise.fit` accepts (RunConfig, YAML path, dict).
+        sizes: data-sweep grid (default: geometric from about 25 items to all available);
+            sizes above the data are capped with a warning.
+        seeds: repeats per size (nested subsets and training seed differ per seed).
+        time_size: items of the time sweep (default: the largest grid size).
+        epochs: length of the time-sweep run (default: twice ``train.epochs``).
+        eval_steps: also evaluate the time sweep every this many steps.
+        time_sweep: False skips the time sweep.
+        backend: "local" (sequential, this process), "ray", or a backend object.
+        ray_address: Ray cluster address (default: an already initialised Ray, else a local one).
+        price_per_hour: machine price; money is shown next to seconds.
+        target: metric value to reach; the report says how many labels the curve needs.
+        forecast_sizes: sizes to forecast (default: measured, 2x, 5x and 10x the largest).
+        validate: also fit the curve on sizes up to a quarter of the largest and check it there.
+        drop: ROI drop from the peak that defines the knee (0.70 = 70%).
+        output_dir: the budget folder (default: ``<config output_dir>-budget``).
+        fresh: start the result store over (the old file is kept beside it).
+        overrides: dotted ``key=value`` strings applied on top of a YAML config.
+        console: where messages go.
+        progress: called as ``progress(finished_jobs, total_jobs, description)``.
+
+    Returns:
+        :class:`~tunewise.budget.results.BudgetResult`.
+
+    Raises:
+        TunewiseError: bad input or options, a store from a different config, Ray missing.
+    """
+    from tunewise.budget.backends import get_backend
+    from tunewise.budget.results import build_result
+    from tunewise.models.loading import pick_device
+    from tunewise.run import _quiet_libraries, as_config
+    from tunewise.strategies import resolve_strategy
+    from tunewise.tasks import TASKS
+
+    wall = time.perf_counter()
+    cfg = as_config(config, overrides)
+    console = console or Console(stderr=True)
+    runner = get_backend(backend, address=ray_address)  # Ray missing fails before any work
+    if price_per_hour is not None and not price_per_hour >= 0:
+        raise TunewiseError(f"--price-per-hour: must be 0 or more; got {price_per_hour}")
+    out = Path(output_dir if output_dir is not None else f"{str(cfg.output_dir).rstrip('/')}-budget").expanduser()
+    if out.exists() and not out.is_dir():
+        raise TunewiseError(f"--output-dir: {out} is a file; choose a folder path")
+    _quiet_libraries()
+    task = TASKS.get(cfg.task)()
+    resolve_strategy(cfg)  # unknown strategy or options fail before data is read
+    data = task.prepare_data(cfg)
+    n = task.n_train(data)
+    plan = plan_sweep(n, cfg, sizes=sizes, seeds=seeds, time_size=time_size, epochs=epochs,
+                      eval_steps=eval_steps, time_sweep=time_sweep)
+    _check_report_options(plan, target=target, forecast_sizes=forecast_sizes, validate=validate)
+    for w in plan.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+    resolved = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "overwrite")}
+    fp_input = {"config": resolved, "sweep": plan.fingerprint_part(), "n_train": n}
+    store = ResultStore(out / "results.jsonl", config_fingerprint(fp_input), config=fp_input, fresh=fresh)
+    if store.torn_lines:
+        console.print("[yellow]note:[/] the last point of the interrupted sweep was half-written; it runs again")
+    jobs, reused = plan_jobs(plan, n, cfg, store)
+    device = pick_device(cfg.train.device)
+    primary = cfg.eval.primary
+
+    previous = [p for p in store.points()]
+    if previous:  # same config, same evaluation set: the stored "before" is this one
+        before = previous[0].metric_before
+        console.print(f"resuming {out / 'results.jsonl'}: {reused} planned points done, {len(jobs)} runs to go")
+    elif jobs:
+        console.print(f"data: {n} training {task.unit}; grid {plan.sizes} x {plan.seeds} seeds"
+                      + (f"; time curve at {plan.time_size} items over {plan.time_epochs:g} epochs"
+                         if plan.time_size else ""))
+        with console.status("evaluating the pre-trained model"):
+            model = task.load_model(cfg, device)
+            baseline = getattr(task, "baseline", None)
+            result = baseline(model, data, cfg) if baseline is not None else task.evaluate(model, data, cfg)
+            del model
+        before = float(result.metrics[primary])
+        console.print(f"  before: {primary} = {before:.4f} ({result.seconds:.1f} s)")
+    else:
+        before = None
+    if before is not None and not before > 0:
+        raise TunewiseError(f"eval.primary: the pre-trained model scores {before} on {primary}, so relative "
+                            "improvement is undefined; choose a metric on which it scores above 0")
+
+    finished = 0
+    total = len(jobs)
+    if progress is not None:
+        progress(0, total, jobs[0].label if jobs else "nothing to run")
+
+    def emit(point: BudgetPoint) -> None:
+        store.append(point)  # durable before anything else happens
+
+    def job_done(job: PointJob) -> None:
+        nonlocal finished
+        finished += 1
+        if progress is not None:
+            nxt = jobs[finished].label if finished < total else "writing the report"
+            progress(finished, total, nxt)
+
+    if jobs:
+        runner.run(jobs, cfg=cfg, task=task, data=data, device=device, metric_before=before,
+                   emit=emit, job_done=job_done)
+    return build_result(out, store, plan, cfg, task, ran=total, reused=reused, wall_seconds=time.perf_counter() - wall,
+                        price_per_hour=price_per_hour, target=target, forecast_sizes=forecast_sizes,
+                        validate=validate, drop=drop, backend=runner.name)

@@ -1,0 +1,189 @@
+"""``tunewise budget`` and ``tunewise demo-budget``: parse, call :func:`tunewise.budget.run_budget`, print."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from tunewise.cli._errors import handle_errors
+
+console = Console()
+
+
+def _sizes(text: Optional[str]) -> Optional[list[int]]:
+    from tunewise.budget.grid import parse_sizes
+
+    return None if text is None else parse_sizes(text)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop) ends the sweep like Ctrl-C: finished points stay stored."""
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator:
+    """A rich bar over jobs, shown from the first job on (a bad option fails without one)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if quiet:
+        yield None
+        return
+    bar = Progress(TextColumn("[bold]budget[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.description}"), console=Console(stderr=True))
+    task = None
+
+    def update(done: int, total: int, description: str) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(description, total=max(total, 1))
+        bar.update(task, completed=done, total=max(total, 1), description=description)
+
+    try:
+        yield update
+    finally:
+        bar.stop()
+
+
+def _sweep(cfg, out: Optional[str], *, quiet: bool, as_json: bool, **kwargs) -> None:
+    from tunewise.budget import run_budget
+    from tunewise.errors import TunewiseError
+
+    target = out or f"{str(cfg.output_dir).rstrip('/')}-budget"
+    try:
+        with _sigterm_as_interrupt(), _progress(quiet or as_json) as progress, \
+                contextlib.redirect_stdout(sys.stderr):  # library chatter must not mix with --json
+            result = run_budget(cfg, output_dir=target, console=Console(stderr=True, quiet=as_json),
+                                progress=progress, **kwargs)
+    except KeyboardInterrupt:
+        raise TunewiseError(f"interrupted; every finished point is kept in {target}/results.jsonl: rerun the same "
+                            "command to run only the missing points") from None
+    if as_json:
+        print(result.summary_path.read_text(encoding="utf-8"), end="")
+        return
+    _show(result)
+
+
+def _show(result) -> None:
+    from rich.table import Table
+
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    rows = result.data_summary
+    if rows:
+        table = Table(title=f"labeled data ({result.metric}, before {result.metric_before:.4f})", title_justify="left")
+        for col in ("items", "seeds", "mean", "rel. improvement", "± std", "ROI / item", "marginal / item", "train s"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(str(r.size), str(r.n), f"{r.mean_metric:.4f}", f"{100 * r.mean_rel_improvement:+.1f}%",
+                          f"{100 * r.std:.1f}%", f"{r.roi:.3g}", f"{r.marginal_roi:.3g}", f"{r.mean_seconds:.1f}")
+        console.print(table)
+    if result.time_summary:
+        table = Table(title=f"training time ({result.time_summary[0].size} items)", title_justify="left")
+        for col in ("epoch", "train s", "mean", "rel. improvement", "ROI / s", "marginal / s", "eval s"):
+            table.add_column(col, justify="right")
+        for r in result.time_summary:
+            table.add_row(f"{r.epoch:g}", f"{r.mean_seconds:.1f}", f"{r.mean_metric:.4f}",
+                          f"{100 * r.mean_rel_improvement:+.1f}%", f"{r.roi:.3g}", f"{r.marginal_roi:.3g}",
+                          f"{r.mean_eval_seconds:.1f}")
+        console.print(table)
+    console.print(f"[bold]recommendation:[/] {result.recommendation.text}")
+    if result.validation is not None:
+        console.print(f"[bold]forecast check:[/] {result.validation.text}")
+    if result.target is not None:
+        console.print(f"[bold]target:[/] {result.target.message}")
+    console.print(f"{result.ran} runs now, {result.reused} points reused; report: {result.report_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``budget`` and ``demo-budget`` to ``app``."""
+
+    @app.command()
+    @handle_errors
+    def budget(
+        config: Optional[Path] = typer.Argument(None, help="YAML run config (anything `tunewise fit` accepts).", show_default=False),
+        sizes: Optional[str] = typer.Option(None, "--sizes", help="Data grid, e.g. 25,50,100 (default: geometric, about 25 to all)."),
+        seeds: int = typer.Option(3, "--seeds", help="Repeats per size (mean and spread are reported)."),
+        time_size: Optional[int] = typer.Option(None, "--time-size", help="Items of the time sweep (default: the largest size)."),
+        epochs: Optional[float] = typer.Option(None, "--epochs", help="Length of the time-sweep run (default: 2 x train.epochs)."),
+        eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Also evaluate the time sweep every K steps."),
+        no_time: bool = typer.Option(False, "--no-time", help="Skip the time sweep."),
+        backend: str = typer.Option("local", "--backend", help="local (sequential) or ray (parallel Ray tasks)."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: auto, ray://HOST:10001 (default: local Ray)."),
+        price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="Machine price per hour: money next to seconds."),
+        target: Optional[float] = typer.Option(None, "--target", help="Metric to reach (0-1): labels needed, from the forecast."),
+        forecast_sizes: Optional[str] = typer.Option(None, "--forecast-sizes", help="Sizes to forecast, up to 10x the largest."),
+        validate: bool = typer.Option(False, "--validate", help="Fit the curve on sizes <= largest/4 and check it at the largest."),
+        knee_drop: float = typer.Option(0.70, "--knee-drop", help="ROI drop from its peak that marks the knee."),
+        output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Budget folder (default: <output_dir>-budget)."),
+        fresh: bool = typer.Option(False, "--fresh", help="Start the result store over (the old one is kept aside)."),
+        train: Optional[str] = typer.Option(None, "--train", help="Training data file (data.train)."),
+        model: Optional[str] = typer.Option(None, "--model", help="Model folder or hub id (default: packaged MiniLM)."),
+        strategy: Optional[str] = typer.Option(None, "--strategy", help="full, head, partial, lora, ... (strategy.name)."),
+        loss: Optional[str] = typer.Option(None, "--loss", help="train.loss"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="train.batch_size"),
+        learning_rate: Optional[float] = typer.Option(None, "--lr", help="train.learning_rate"),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed for splits and training."),
+        overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Dotted override, e.g. --set train.epochs=2 (repeatable)."),
+        as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of tables."),
+    ) -> None:
+        """Measure what more labeled data and training time buy; write an HTML report."""
+        from tunewise.config import load_config
+
+        values = {k: v for k, v in {"data.train": train, "model": model, "strategy.name": strategy,
+                                    "train.loss": loss, "train.batch_size": batch_size,
+                                    "train.learning_rate": learning_rate, "seed": seed}.items() if v is not None}
+        cfg = load_config(config, overrides, values=values)
+        _sweep(cfg, output_dir, quiet=False, as_json=as_json, sizes=_sizes(sizes), seeds=seeds, time_size=time_size,
+               epochs=epochs, eval_steps=eval_steps, time_sweep=not no_time, backend=backend,
+               ray_address=ray_address, price_per_hour=price_per_hour, target=target,
+               forecast_sizes=_sizes(forecast_sizes), validate=validate, drop=knee_drop, fresh=fresh)
+
+    @app.command("demo-budget")
+    @handle_errors
+    def demo_budget(
+        output_dir: str = typer.Option("runs/demo-budget", "--output-dir", "-o", help="Budget folder (resumed if it exists)."),
+        lang: str = typer.Option("sv", "--lang", help="FAQ language: sv or en."),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="Repeats per size (demo: 3)."),
+        backend: str = typer.Option("local", "--backend", help="local or ray."),
+        price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="Machine price per hour."),
+        fresh: bool = typer.Option(False, "--fresh", help="Start the result store over."),
+        overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Dotted override (repeatable)."),
+    ) -> None:
+        """Budget sweep of the packaged MiniLM on the packaged FAQ (the `tunewise demo` data)."""
+        demo_sweep(output_dir, lang, overrides, seeds=seeds, backend=backend, price_per_hour=price_per_hour, fresh=fresh)
+
+
+def demo_sweep(output_dir: str, lang: str, overrides: Optional[list[str]], *, seeds: Optional[int] = None,
+               backend: str = "local", price_per_hour: Optional[float] = None, fresh: bool = False) -> None:
+    """Run and show the budget demo (``tunewise demo --budget`` and ``tunewise demo-budget``)."""
+    from tunewise.demos_budget import DEMO_SWEEP, budget_demo_config
+    from tunewise.errors import TunewiseError
+
+    if lang not in ("sv", "en"):
+        raise TunewiseError(f"--lang: use sv or en, got '{lang}'")
+    cfg = budget_demo_config(output_dir, lang=lang, overrides=overrides)
+    console.print(f"[bold]tunewise budget demo[/]: all-MiniLM-L6-v2 on the construction FAQ ({lang})")
+    sweep = {**DEMO_SWEEP, **({"seeds": seeds} if seeds is not None else {})}
+    _sweep(cfg, output_dir, quiet=False, as_json=False, backend=backend, price_per_hour=price_per_hour,
+           fresh=fresh, **sweep)

@@ -1,0 +1,139 @@
+"""Side-by-side comparison: the same data, budget and evaluation, one run per strategy, one table.
+
+Every strategy is validated before the first run starts, so a typo in the fourth one does
+not cost three trainings. Each run is a normal tunewise run folder under ``output_dir/<label>``;
+the table goes to ``compare.json`` and ``compare.md`` beside them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from tunewise.config import RunConfig
+from tunewise.errors import TunewiseError
+
+DEFAULT_STRATEGIES = ["head", "partial", "full", "lora"]
+
+
+def parse_strategy(spec: str | dict[str, Any]) -> dict[str, Any]:
+    """``"lora"`` or ``"lora:rank=4,alpha=8"`` (values parsed as YAML) -> ``{"name": "lora", "rank": 4, ...}``."""
+    if isinstance(spec, dict):
+        if "name" not in spec:
+            raise TunewiseError(f"--strategy: {spec} has no name")
+        return dict(spec)
+    name, _, rest = spec.strip().partition(":")
+    if not name:
+        raise TunewiseError(f"--strategy: empty strategy name in '{spec}'")
+    out: dict[str, Any] = {"name": name}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise TunewiseError(f"--strategy: expected NAME:key=value,... got '{spec}'")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _label(spec: dict[str, Any], taken: set[str]) -> str:
+    label = spec["name"] + "".join(f"-{k}{v}" for k, v in spec.items() if k != "name")
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    base, n = label, 2
+    while label in taken:
+        label, n = f"{base}-{n}", n + 1
+    taken.add(label)
+    return label
+
+
+def plan(config: RunConfig, strategies: list[str | dict[str, Any]]) -> list[tuple[str, RunConfig]]:
+    """One validated config per strategy (unknown names and bad options fail here, before any run)."""
+    from tunewise.strategies import resolve_strategy
+
+    if not strategies:
+        raise TunewiseError("--strategy: give at least one strategy to compare")
+    taken: set[str] = set()
+    planned = []
+    for raw in strategies:
+        spec = parse_strategy(raw)
+        cfg = copy.deepcopy(config)
+        cfg.strategy = spec
+        resolve_strategy(cfg)
+        planned.append((_label(spec, taken), cfg))
+    return planned
+
+
+def row_of(label: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The numbers one table row shows, from a run's metrics.json."""
+    primary = metrics["primary_metric"]
+    s, t, mem = metrics["strategy"], metrics["train"], metrics.get("memory", {})
+    return {
+        "strategy": label,
+        "metric": primary,
+        "before": metrics["before"][primary],
+        "after": metrics["after"][primary],
+        "relative_improvement": metrics["relative_improvement"].get(primary),
+        "trainable_params": s["trainable_params"],
+        "total_params": s["total_params"],
+        "trainable_fraction": s["trainable_fraction"],
+        "seconds": t["seconds"],
+        "samples_per_second": t["samples_per_second"],
+        "peak_mib": mem.get("peak_mib"),
+        "memory_method": mem.get("method"),
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table."""
+    if not rows:
+        return ""
+    m = rows[0]["metric"]
+    lines = [f"| strategy | {m} before | {m} after | relative | trainable params | seconds | samples/s | peak memory (MiB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        rel = "n/a" if r["relative_improvement"] is None else f"{r['relative_improvement'] * 100:+.1f}%"
+        lines.append(
+            f"| {r['strategy']} | {r['before']:.4f} | {r['after']:.4f} | {rel} | "
+            f"{r['trainable_params']:,} ({r['trainable_fraction'] * 100:.2f}%) | {r['seconds']:.1f} | "
+            f"{r['samples_per_second']:.1f} | {r['peak_mib'] if r['peak_mib'] is not None else 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def compare(config: RunConfig, strategies: list[str | dict[str, Any]], output_dir: str | Path, *,
+            console: Console | None = None) -> dict[str, Any]:
+    """Run every strategy on ``config``'s data and budget; write and return the table.
+
+    Args:
+        config: the shared run config (data, train budget, eval); its strategy and output_dir are replaced.
+        strategies: names or ``NAME:key=value,...`` specs (or dicts).
+        output_dir: parent folder; runs go to ``output_dir/<label>``.
+
+    Returns:
+        ``{"rows": [...], "markdown": str, "output_dir": str}``.
+    """
+    from tunewise.outputs import check_output_dir, write_json, write_text
+    from tunewise.run import fit
+
+    console = console or Console(stderr=True)
+    planned = plan(config, strategies)
+    out = check_output_dir(output_dir, config.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label, cfg in planned:
+        cfg.output_dir = str(out / label)
+        cfg.overwrite = True
+        console.rule(f"{label}")
+        result = fit(cfg, console=console)
+        rows.append(row_of(label, result.metrics))
+    table = markdown_table(rows)
+    write_json(out / "compare.json", {"rows": rows, "config": config.to_dict()})
+    write_text(out / "compare.md", f"# tunewise compare\n\n{table}\nPeak memory: {rows[0]['memory_method']}.\n")
+    return {"rows": rows, "markdown": table, "output_dir": str(out)}
+
+
+def load_rows(path: str | Path) -> list[dict[str, Any]]:
+    return json.loads((Path(path) / "compare.json").read_text(encoding="utf-8"))["rows"]

@@ -1,0 +1,83 @@
+"""The LLM demo: teach the packaged SmolLM2-135M-Instruct to answer in a fixed JSON format.
+
+Seed 001: fine-tune an LLM to change its *format* (SQL, API calls, a JSON shape), not to add
+knowledge. Here every English question of the packaged construction FAQ is answered with one
+fixed JSON object, ``{"category": "<slug>"}`` (the FAQ's 39 category slugs, e.g.
+``bygglov``). The pre-trained model answers in prose, so before fine-tuning almost no output
+has the format; after a few minutes of LoRA on 2 CPU cores nearly all do. ``format_valid``
+(a regular expression for the fixed object) is the primary metric; ``exact_match`` also
+needs the right category, which is harder for a 135M model: the gap between the two is
+seed 001's point, made visible.
+
+The data is written once as JSONL (prompt/completion) to the tunewise cache and read back
+through the same readers as a user's file, so the demo exercises the ``tunewise fit`` path.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tunewise.config import RunConfig, load_config
+from tunewise.demo import cache_dir
+from tunewise.models.defaults import load_faq
+from tunewise.outputs import write_text
+
+# Measured on 2 CPU cores (see the report in the run's metrics.json): LoRA r=8 on q/v, 300
+# training questions x 2 epochs, 60 held-out questions, stays within 10 minutes end to end.
+LLM_DEMO_TRAIN = 300
+LLM_DEMO_EVAL = 40
+FORMAT_REGEX = r'\{"category": "[a-z0-9åäö-]+"\}'
+
+
+def faq_json_file(lang: str = "en") -> Path:
+    """The FAQ as prompt/completion JSONL: question -> ``{"category": "<slug>"}``, written once."""
+    path = cache_dir() / f"faq_{lang}_json_format.jsonl"
+    if not path.is_file():
+        rows = [{"id": r["id"], "prompt": r["q"], "completion": json.dumps({"category": r["category"]}, ensure_ascii=False)}
+                for r in load_faq(lang)]
+        random.Random(0).shuffle(rows)  # the file is in category order; the split is seeded anyway
+        write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def llm_demo_config(output_dir: str = "runs/demo-llm", *, lang: str = "en", overrides: list[str] | None = None,
+                    train_size: int = LLM_DEMO_TRAIN, eval_size: int = LLM_DEMO_EVAL) -> RunConfig:
+    """The LLM demo's run config (packaged SmolLM2, LoRA, JSON format check).
+
+    Args:
+        output_dir: the run folder (replaced if it exists).
+        lang: FAQ language (en or sv).
+        overrides: dotted ``key=value`` strings on top (e.g. ``train.epochs=1``).
+        train_size: training questions (a seeded subset of those not held out).
+        eval_size: held-out questions, all generated and scored.
+    """
+    values = {
+        "task": "causal_lm",
+        "output_dir": output_dir,
+        "overwrite": True,
+        "data.train": str(faq_json_file(lang)),
+        "data.eval_size": eval_size,
+        "data.max_train": train_size,
+        "strategy": {"name": "lora", "rank": 8, "alpha": 16},
+        "train.epochs": 2,
+        "train.batch_size": 8,
+        "train.learning_rate": 1e-3,
+        "train.warmup_ratio": 0.05,
+        "train.precision": "bf16",  # CPU autocast: about 2x faster where AVX512-BF16/AMX exist, same result here
+        "llm.max_length": 96,
+        "llm.max_new_tokens": 16,  # the longest answer, {"category": "yrkesbevis-certifikat"}, is 14 tokens + end
+        "llm.system_prompt": "Reply in JSON.",  # short: SmolLM2's default system prompt costs 13 tokens per example
+        "llm.format_check": f"regex:{FORMAT_REGEX}",
+        "llm.eval_batch_size": 20,
+        "eval.examples": 3,
+    }
+    return load_config(None, overrides, values=values)
+
+
+def run_llm_demo(output_dir: str = "runs/demo-llm", *, overrides: list[str] | None = None, console=None):
+    """Run the demo and return the :class:`tunewise.run.RunResult`."""
+    from tunewise.run import fit
+
+    return fit(llm_demo_config(output_dir, overrides=overrides), console=console)

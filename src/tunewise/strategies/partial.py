@@ -1,0 +1,63 @@
+"""``partial``: the embeddings and the first N transformer layers stay frozen; the rest trains.
+
+Lower layers hold general features and move little in fine-tuning anyway (Zeiler & Fergus 2013;
+Howard & Ruder 2018), so freezing them saves optimizer memory and backward compute and guards
+the pre-trained knowledge. N is a count (``frozen_layers``) or a share of the depth
+(``frozen_fraction``, default 0.5); the layers are found by :mod:`tunewise.strategies.layers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunewise.config import RunConfig
+from tunewise.errors import TunewiseError
+from tunewise.strategies.base import STRATEGIES, backbone_of, head_modules_of
+from tunewise.strategies.layers import layer_map, n_frozen_layers
+from tunewise.strategies.schedule import ScheduleOptions, param_groups, prepare_head, schedule_callbacks
+
+
+@dataclass
+class PartialOptions(ScheduleOptions):
+    """Freeze the embeddings and the bottom layers."""
+
+    frozen_layers: int | None = field(default=None, metadata={"help": "Freeze the embeddings and this many bottom layers (0..depth)."})
+    frozen_fraction: float | None = field(default=None, metadata={"help": "Or: freeze this share of the layers, in [0, 1] (default 0.5)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.frozen_layers is not None and self.frozen_fraction is not None:
+            raise TunewiseError("strategy.frozen_layers and strategy.frozen_fraction: give one of them, not both")
+        if self.frozen_layers is not None and self.frozen_layers < 0:
+            raise TunewiseError(f"strategy.frozen_layers: must be 0 or more, got {self.frozen_layers}")
+        if self.frozen_fraction is not None and not 0.0 <= self.frozen_fraction <= 1.0:
+            raise TunewiseError(f"strategy.frozen_fraction: must be in [0, 1], got {self.frozen_fraction}")
+
+
+@STRATEGIES.register("partial")
+class PartialStrategy:
+    name = "partial"
+    options = PartialOptions
+
+    @staticmethod
+    def prepare(model: Any, task: Any, options: PartialOptions, config: RunConfig) -> Any:
+        backbone = backbone_of(task, model)
+        lm = layer_map(backbone)
+        n = n_frozen_layers(lm.depth, options.frozen_layers, options.frozen_fraction)
+        model = prepare_head(model, task, options)
+        for p in task.modules(model).parameters():
+            p.requires_grad_(True)
+        frozen = set(lm.embeddings) | {name for block in lm.blocks[:n] for name in block}
+        for name, p in backbone.named_parameters():
+            if name in frozen:
+                p.requires_grad_(False)
+        if n == lm.depth and not any(p.numel() for m in head_modules_of(task, model) for p in m.parameters()):
+            raise TunewiseError(
+                f"strategy.frozen_layers: freezing all {lm.depth} layers leaves nothing to train; "
+                f"use at most {lm.depth - 1}, or strategy: head"
+            )
+        return model
+
+    param_groups = staticmethod(param_groups)
+    callbacks = staticmethod(schedule_callbacks)

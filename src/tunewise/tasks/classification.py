@@ -1,0 +1,203 @@
+"""Text classification: a pre-trained encoder with a new classification head.
+
+The model is ``AutoModelForSequenceClassification`` (BERT-style encoders get their pooler
+and a linear head), trained with the transformers :class:`Trainer` and saved so that
+``AutoModelForSequenceClassification.from_pretrained(path)`` and ``pipeline("text-classification")``
+open it. "Before" is the frozen backbone with a fitted linear head (see
+:mod:`tunewise.tasks.classifying`); "after" is the fine-tuned model, scored the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunewise.config import RunConfig
+from tunewise.data.labeled import LabeledData, read_text_labeled, split_labeled
+from tunewise.errors import TunewiseError
+from tunewise.models.loading import resolve_model
+from tunewise.outputs import write_json
+from tunewise.tasks.base import TASKS, TrainStats
+from tunewise.tasks.classifying import (
+    ClassificationResult,
+    compute_metrics_fn,
+    details_file,
+    head_linear,
+    linear_probe_baseline,
+    merged_for_saving,
+    run_trainer,
+    score,
+    set_hf_backbone,
+)
+
+DEFAULT_MAX_LENGTH = 128
+
+
+def load_text_classifier(name: str | None, classes: list[str], device: str):
+    """(model, tokenizer): a sequence classifier for ``classes`` on the encoder ``name``.
+
+    A checkpoint that already classifies the same labels keeps its head; otherwise a new head
+    is created (``ignore_mismatched_sizes``).
+
+    Raises:
+        TunewiseError: the folder is missing or not a model, or the hub id cannot be fetched.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = resolve_model(name)
+    id2label = dict(enumerate(classes))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=len(classes), id2label=id2label, label2id={c: i for i, c in id2label.items()},
+            ignore_mismatched_sizes=True, dtype=torch.float32,  # fp32 master weights: a half checkpoint would not train
+        )
+    except OSError as err:
+        if Path(source).exists():
+            raise TunewiseError(f"model: cannot load {source} ({str(err).splitlines()[0]})") from None
+        raise TunewiseError(
+            f"model: '{source}' is not a local folder and could not be fetched from the Hugging Face Hub "
+            "(no network?); download it where you have one, or give a local path"
+        ) from None
+    except ValueError as err:
+        raise TunewiseError(f"model: cannot load {source} as a text classifier ({str(err).splitlines()[0]})") from None
+    return model.to(device), tokenizer
+
+
+@TASKS.register("classification")
+class ClassificationTask:
+    """Fine-tune a text encoder with a classification head: text -> one of N labels."""
+
+    name = "classification"
+    primary_metric = "accuracy"
+    unit = "items"
+
+    def __init__(self) -> None:
+        self._classes: list[str] | None = None
+        self._tokenizer: Any = None
+        self._before: ClassificationResult | None = None
+        self._after: ClassificationResult | None = None
+
+    # -- data ---------------------------------------------------------------------------
+    def prepare_data(self, config: RunConfig) -> LabeledData[str]:
+        texts, labels = read_text_labeled(config.data)
+        data = split_labeled(texts, labels, config.data, config.seed, str(config.data.train),
+                             need_validation=config.train.early_stopping_patience is not None)
+        self._classes = data.classes
+        return data
+
+    def data_report(self, data: LabeledData[str]) -> dict[str, Any]:
+        return data.report
+
+    def n_train(self, data: LabeledData[str]) -> int:
+        return len(data.train)
+
+    def subset(self, data: LabeledData[str], indices: list[int]) -> LabeledData[str]:
+        import dataclasses
+
+        report = {**data.report, "train_examples": len(indices)}
+        return dataclasses.replace(data, train=[data.train[i] for i in indices],
+                                   train_labels=[data.train_labels[i] for i in indices], report=report)
+
+    # -- model --------------------------------------------------------------------------
+    def load_model(self, config: RunConfig, device: str):
+        if self._classes is None:
+            raise TunewiseError("classification: prepare_data must run before load_model (the head needs the classes)")
+        model, self._tokenizer = load_text_classifier(config.model, self._classes, device)
+        self._max_length = config.train.max_seq_length or min(DEFAULT_MAX_LENGTH, self._tokenizer.model_max_length)
+        return model
+
+    def modules(self, model):
+        return model
+
+    def backbone(self, model):
+        return getattr(model, "base_model", model)
+
+    def set_backbone(self, model, backbone) -> None:
+        set_hf_backbone(model, backbone)
+
+    def head_modules(self, model) -> list:
+        return [head_linear(model, len(self._classes or []))]
+
+    def _batches(self, texts: list[str], labels: list[int] | None, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        for start in range(0, len(texts), batch_size):
+            batch = self._tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                    max_length=self._max_length, return_tensors="pt")
+            if labels is not None:
+                batch["labels"] = torch.tensor(labels[start:start + batch_size])
+            yield dict(batch)
+
+    @torch.inference_mode()
+    def predict(self, model, texts: list[str], batch_size: int = 64) -> list[int]:
+        """Predicted class indices of ``texts``."""
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        preds: list[int] = []
+        for batch in self._batches(texts, None, batch_size):
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            preds.extend(logits.argmax(-1).tolist())
+        model.train(was_training)
+        return preds
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(self, model, data: LabeledData[str], config: RunConfig, *, split: str = "eval") -> ClassificationResult:
+        texts, labels = (data.validation, data.validation_labels) if split == "validation" else (data.eval, data.eval_labels)
+        if texts is None or labels is None:
+            raise TunewiseError(f"no {split} set was prepared")
+        start = time.perf_counter()
+        preds = self.predict(model, texts, config.eval.batch_size)
+        result = score(labels, preds, data.classes, texts, time.perf_counter() - start, config.eval.examples)
+        self._after = result
+        return result
+
+    def baseline(self, model, data: LabeledData[str], config: RunConfig) -> ClassificationResult:
+        """The frozen encoder with a logistic-regression head fitted on the training texts."""
+        device = str(next(model.parameters()).device)
+        batches = self._batches(data.train, None, config.eval.batch_size)
+        result = linear_probe_baseline(model, data.n_classes, batches, data.train_labels, config, device,
+                                       lambda: self.evaluate(model, data, config))
+        self._before, self._after = result, None
+        return result
+
+    # -- training -----------------------------------------------------------------------
+    def train(self, model, data: LabeledData[str], config: RunConfig, *, workdir: Path,
+              callbacks: list | None = None, param_groups: list | None = None, **extra_args: Any) -> TrainStats:
+        """Fine-tune with the transformers Trainer (dynamic padding per batch)."""
+        from transformers import DataCollatorWithPadding
+
+        def tokenize(texts: list[str], labels: list[int]) -> list[dict[str, Any]]:
+            enc = self._tokenizer(texts, truncation=True, max_length=self._max_length)
+            return [{**{k: v[i] for k, v in enc.items()}, "labels": label} for i, label in enumerate(labels)]
+
+        train_ds = tokenize(data.train, data.train_labels)
+        eval_ds = tokenize(data.validation, data.validation_labels) if data.validation else None
+        device = str(next(model.parameters()).device)
+        return run_trainer(model, train_ds, config, workdir=workdir, device=device,
+                           collator=DataCollatorWithPadding(self._tokenizer), callbacks=callbacks,
+                           eval_dataset=eval_ds, compute_metrics=compute_metrics_fn(data.n_classes),
+                           param_groups=param_groups, **extra_args)
+
+    # -- outputs ------------------------------------------------------------------------
+    def save(self, model, path: Path) -> None:
+        merged = merged_for_saving(self.backbone(model))
+        if merged is not None:
+            self.set_backbone(model, merged)
+        model.save_pretrained(str(path), safe_serialization=True)
+        self._tokenizer.save_pretrained(str(path))
+        write_json(Path(path) / "classification_report.json", details_file(self._before, self._after))
+
+    def card_info(self, data: LabeledData[str]) -> dict[str, str]:
+        usage = (
+            "from transformers import pipeline\n"
+            "classify = pipeline(\"text-classification\", model=\"path/to/this/folder\")\n"
+            "classify(\"a question\")  # [{'label': ..., 'score': ...}]"
+        )
+        evaluated_on = (f"{len(data.eval)} held-out texts in {data.n_classes} classes (a stratified split); "
+                        "per-class precision/recall and confusion matrices are in classification_report.json")
+        return {"library": "transformers", "pipeline_tag": "text-classification", "usage": usage,
+                "evaluated_on": evaluated_on}

@@ -1,0 +1,259 @@
+"""What text and image classification share: scoring, the frozen-feature baseline, training.
+
+The "before" of a classifier is the transfer-learning baseline: the pre-trained backbone,
+frozen, with only its final linear layer fitted (a multinomial logistic regression on the
+features that layer sees, Kornblith et al. 2019). The fitted weights are written into that
+layer, so the same :func:`score` scores "before" and "after", and, by default, fine-tuning
+starts from this head (linear probing then fine-tuning, Kumar et al. 2022).
+
+Training is the transformers :class:`Trainer`: the models take ``labels`` and return a loss.
+
+References: Kornblith et al. 2019, "Do Better ImageNet Models Transfer Better?"
+(arXiv:1805.08974); Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and
+Underperform Out-of-Distribution" (LP-FT, arXiv:2202.10054).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunewise.config import RunConfig
+from tunewise.errors import TunewiseError
+from tunewise.evaluate.classification import classification_metrics, confusion_matrix, per_class
+from tunewise.tasks.base import TrainStats
+from tunewise.tasks.embedding import precision_flags
+
+
+@dataclass
+class ClassificationResult:
+    """Metrics of one model state, with per-class precision/recall and the confusion matrix."""
+
+    metrics: dict[str, float]
+    seconds: float
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # classes, per_class, confusion_matrix
+    predictions: list[int] = field(default_factory=list, repr=False)
+
+
+def score(y_true: Sequence[int], y_pred: Sequence[int], classes: list[str], inputs: Sequence[str],
+          seconds: float, n_examples: int) -> ClassificationResult:
+    """Metrics and details of predictions; examples show the first ``n_examples`` inputs."""
+    n = len(classes)
+    rows = per_class(list(y_true), list(y_pred), n)
+    details = {
+        "classes": classes,
+        "per_class": {classes[c]: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
+                      for c, r in enumerate(rows)},
+        "confusion_matrix": confusion_matrix(list(y_true), list(y_pred), n),
+    }
+    examples = [{"input": inputs[i], "expected": classes[y_true[i]], "output": classes[y_pred[i]],
+                 "correct": y_true[i] == y_pred[i]} for i in range(min(n_examples, len(y_true)))]
+    metrics = classification_metrics(list(y_true), list(y_pred), n)
+    return ClassificationResult(metrics, seconds, examples, details, list(y_pred))
+
+
+def head_linear(model: nn.Module, n_classes: int) -> nn.Linear:
+    """The classifier's final linear layer: the last ``nn.Linear`` with ``n_classes`` outputs.
+
+    Raises:
+        TunewiseError: the model has no such layer (not a classifier for these classes).
+    """
+    found = None
+    for module in model.modules():
+        # peft wraps the head in ModulesToSaveWrapper; its active copy is a Linear too.
+        if isinstance(module, nn.Linear) and module.out_features == n_classes:
+            found = module
+    if found is None:
+        raise TunewiseError(f"model: no final linear layer with {n_classes} outputs; is this a classifier for {n_classes} classes?")
+    return found
+
+
+@torch.inference_mode()
+def head_inputs(model: nn.Module, head: nn.Linear, batches: Iterable[dict[str, torch.Tensor]], device: str) -> torch.Tensor:
+    """The features the head sees (its input), for every batch: (n, in_features)."""
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda mod, args, out: captured.append(args[0].detach().float().cpu()))
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            model(**{k: v.to(device) for k, v in batch.items() if k != "labels"})
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat([c.reshape(c.shape[0], -1) for c in captured])
+
+
+def fit_probe(features: torch.Tensor, labels: Sequence[int], n_classes: int, c: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logistic regression on standardised features, folded back into raw-feature weights.
+
+    Returns:
+        ``(weight, bias)`` of shape (n_classes, dim) and (n_classes,), for ``x @ W.T + b``.
+    """
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise TunewiseError('the classification baseline needs scikit-learn: pip install "tunewise[vision]"') from None
+    x = features.double().numpy()
+    mu, sigma = x.mean(0), x.std(0)
+    # A near-constant feature (a dead channel) must not get a huge folded weight: floor its
+    # scale at a tenth of the mean scale, else a small shift in training mode explodes logits.
+    sigma = sigma.clip(min=0.1 * sigma.mean() + 1e-8)
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    clf.fit((x - mu) / sigma, list(labels))
+    weight = torch.zeros(n_classes, x.shape[1], dtype=torch.float64)
+    bias = torch.full((n_classes,), -1e4, dtype=torch.float64)  # classes unseen in training never win
+    coef, intercept = torch.from_numpy(clf.coef_), torch.from_numpy(clf.intercept_)
+    if len(clf.classes_) == 2:  # sklearn keeps one row for two classes: logit(c1) - logit(c0)
+        coef, intercept = torch.cat([-coef / 2, coef / 2]), torch.cat([-intercept / 2, intercept / 2])
+    sig, m = torch.from_numpy(sigma), torch.from_numpy(mu)
+    for row, cls in enumerate(clf.classes_):
+        weight[cls] = coef[row] / sig
+        bias[cls] = intercept[row] - (coef[row] * m / sig).sum()
+    return weight.float(), bias.float()
+
+
+def linear_probe_baseline(model: nn.Module, n_classes: int, train_batches: Iterable[dict], train_labels: Sequence[int],
+                          config: RunConfig, device: str, evaluate: Callable[[], ClassificationResult]) -> ClassificationResult:
+    """Fit the head on frozen features, score it, and keep it when ``classify.init_head``."""
+    head = head_linear(model, n_classes)
+    start = time.perf_counter()
+    features = head_inputs(model, head, train_batches, device)
+    weight, bias = fit_probe(features, train_labels, n_classes, config.classify.baseline_c, config.seed)
+    fit_seconds = time.perf_counter() - start
+    saved = (head.weight.detach().clone(), None if head.bias is None else head.bias.detach().clone())
+    with torch.no_grad():
+        head.weight.copy_(weight.to(head.weight.device, head.weight.dtype))
+        if head.bias is not None:
+            head.bias.copy_(bias.to(head.bias.device, head.bias.dtype))
+    result = evaluate()
+    result.seconds += fit_seconds
+    result.details["baseline"] = "logistic regression on frozen features (the head's inputs)"
+    if not config.classify.init_head:
+        with torch.no_grad():
+            head.weight.copy_(saved[0])
+            if saved[1] is not None:
+                head.bias.copy_(saved[1])
+    return result
+
+
+def training_arguments(config: RunConfig, workdir: Path, device: str, *, evaluate: bool, **extra: Any):
+    """transformers TrainingArguments for a classifier (or any model that returns a loss)."""
+    from transformers import TrainingArguments
+
+    tc = config.train
+    early = tc.early_stopping_patience is not None
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(workdir),
+        num_train_epochs=tc.epochs,
+        per_device_train_batch_size=tc.batch_size,
+        per_device_eval_batch_size=config.eval.batch_size,
+        learning_rate=tc.learning_rate,
+        warmup_steps=tc.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=tc.weight_decay,
+        seed=config.seed,
+        data_seed=config.seed,
+        gradient_checkpointing=tc.gradient_checkpointing,
+        logging_strategy="epoch",
+        report_to="none",
+        save_only_model=True,
+        use_cpu=not device.startswith("cuda"),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        eval_strategy="epoch" if evaluate else "no",
+        save_strategy="epoch" if early else "no",
+        save_total_limit=2 if early else None,
+        load_best_model_at_end=early,
+        disable_tqdm=False,
+        **precision_flags(tc.precision, device),
+    )
+    if early:
+        kwargs.update(metric_for_best_model=f"eval_{config.eval.primary}", greater_is_better=True)
+    kwargs.update(extra)
+    return TrainingArguments(**kwargs)
+
+
+def run_trainer(model: nn.Module, train_dataset: Any, config: RunConfig, *, workdir: Path, device: str,
+                collator: Callable | None = None, callbacks: list | None = None, eval_dataset: Any = None,
+                compute_metrics: Callable | None = None, trainer_cls: Any = None,
+                param_groups: list[dict[str, Any]] | None = None, **extra_args: Any) -> TrainStats:
+    """Train with the transformers Trainer; early stopping when train.early_stopping_patience is set.
+
+    Args:
+        param_groups: optimizer groups from the strategy (per-group learning rates); the
+            Trainer's own AdamW over every trainable parameter when None.
+    """
+    from transformers import EarlyStoppingCallback, Trainer
+
+    callbacks = list(callbacks or [])
+    optimizers: tuple[Any, Any] = (None, None)
+    if param_groups:
+        optimizers = (torch.optim.AdamW(param_groups, lr=config.train.learning_rate), None)
+    early = config.train.early_stopping_patience is not None
+    if early:
+        if eval_dataset is None:
+            raise TunewiseError("train.early_stopping_patience: no validation set was prepared")
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
+    args = training_arguments(config, workdir, device, evaluate=eval_dataset is not None, **extra_args)
+    logging.getLogger("transformers.trainer").setLevel(logging.ERROR)
+    trainer = (trainer_cls or Trainer)(
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        data_collator=collator, compute_metrics=compute_metrics, callbacks=callbacks, optimizers=optimizers,
+    )
+    start = time.perf_counter()
+    output = trainer.train()
+    wall = time.perf_counter() - start
+    history = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
+    eval_seconds = sum(h.get("eval_runtime", 0.0) for h in history)
+    seconds = max(wall - eval_seconds, 1e-9)
+    epochs = float(output.metrics.get("epoch", config.train.epochs))
+    n = len(train_dataset)
+    stats = TrainStats(seconds=seconds, examples=n, steps=int(output.global_step), epochs=epochs,
+                       samples_per_second=n * epochs / seconds, history=history)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if losses:
+        stats.history = [*history, {"train_loss_per_epoch": losses}]
+    if early and trainer.state.best_metric is not None:
+        stats.best = {"metric": config.eval.primary, "value": trainer.state.best_metric,
+                      "checkpoint_step": getattr(trainer.state, "best_global_step", None)}
+    return stats
+
+
+def compute_metrics_fn(n_classes: int) -> Callable:
+    """A Trainer ``compute_metrics`` returning the classification metrics of eval logits."""
+
+    def compute(prediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        preds = logits.argmax(-1).tolist()
+        return classification_metrics(prediction.label_ids.tolist(), preds, n_classes)
+
+    return compute
+
+
+def details_file(before: ClassificationResult | None, after: ClassificationResult | None) -> dict[str, Any]:
+    """What ``classification_report.json`` holds: per-class P/R/F1 and confusion matrices."""
+    return {"before": before.details if before else None, "after": after.details if after else None}
+
+
+def set_hf_backbone(model: nn.Module, backbone: nn.Module) -> None:
+    """Put ``backbone`` (e.g. a peft LoRA wrapper) where a transformers model keeps its base model."""
+    prefix = getattr(model, "base_model_prefix", "")
+    if not prefix or not hasattr(model, prefix):
+        raise TunewiseError(f"strategy: cannot find the backbone of {type(model).__name__} to swap")
+    setattr(model, prefix, backbone)
+
+
+def merged_for_saving(backbone: nn.Module) -> nn.Module | None:
+    """A peft-wrapped backbone with its adapter folded in (the strategy saved the adapter first),
+    so the output folder loads with the plain ecosystem loader; None when not wrapped."""
+    if hasattr(backbone, "merge_and_unload") and hasattr(backbone, "peft_config"):
+        return backbone.merge_and_unload()
+    return None

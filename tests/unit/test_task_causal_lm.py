@@ -1,0 +1,245 @@
+"""The causal_lm task end to end on tiny random Llama and GPT-2 models built here (never downloaded)."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from tunewise.config import load_config
+from tunewise.errors import TunewiseError
+
+SPECIALS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+QUIET = Console(quiet=True)
+
+
+def tiny_tokenizer(chat_template: str | None):
+    """Character-level fast tokenizer: one token per character, ChatML markers as special tokens."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(string.ascii_letters + string.digits + string.punctuation + " \n")
+    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(SPECIALS + chars)}, merges=[], unk_token="<unk>"))
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                  pad_token="</s>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.chat_template = chat_template
+    return tok
+
+
+def build_tiny_lm(path: Path, arch: str) -> str:
+    """A tiny random causal LM folder: Llama (with a ChatML template) or GPT-2 (no template)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    torch.manual_seed(0)
+    tok = tiny_tokenizer(CHATML if arch == "llama" else None)
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    if arch == "llama":
+        config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, **ids)
+    else:
+        config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=256, **ids)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> str:
+    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny-llama", "llama")
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory) -> str:
+    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny-gpt2", "gpt2")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def json_rows(n: int = 40) -> list[dict]:
+    """Prompt -> a fixed JSON shape: a format a random model does not follow but learns fast."""
+    words = ["roof", "door", "wall", "yard", "gate"]
+    return [{"prompt": f"item {words[i % 5]} {i}", "completion": json.dumps({"id": i % 5})} for i in range(n)]
+
+
+def config(tmp_path: Path, model: str, data: str, **extra) -> dict:
+    cfg = {"task": "causal_lm", "model": model, "output_dir": str(tmp_path / "run"), "overwrite": True,
+           "data": {"train": data, "eval_size": 8},
+           "train": {"epochs": 3, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0},
+           "llm": {"max_length": 64, "max_new_tokens": 12, "format_check": "json"}, "eval": {"examples": 2}}
+    for key, value in extra.items():
+        section, _, name = key.partition("__")
+        if name:
+            cfg.setdefault(section, {})[name] = value
+        else:
+            cfg[section] = value
+    return cfg
+
+
+# ---- config rules
+
+
+def test_default_strategy_and_primary_metric_per_task():
+    lm = load_config(values={"task": "causal_lm"})
+    assert lm.strategy == {"name": "lora"}  # LoRA unless a strategy is named
+    assert lm.eval.primary == "exact_match"  # no format check: exact match decides
+    assert load_config(values={"task": "causal_lm", "llm.format_check": "json"}).eval.primary == "format_valid"
+    assert load_config(values={"task": "causal_lm", "strategy.name": "full"}).strategy == {"name": "full"}
+    emb = load_config()
+    assert emb.strategy == {"name": "full"} and emb.eval.primary == "mrr@20"
+    assert load_config(values={"task": "causal_lm", "eval.primary": "answer_likelihood"}).eval.primary == "answer_likelihood"
+    with pytest.raises(TunewiseError, match="task causal_lm reports format_valid, exact_match, answer_likelihood"):
+        load_config(values={"task": "causal_lm", "eval.primary": "ndcg@10"})
+    with pytest.raises(TunewiseError, match="format_valid needs a format check"):
+        load_config(values={"task": "causal_lm", "eval.primary": "format_valid"})
+    with pytest.raises(TunewiseError, match="not a metric of task 'embedding'"):
+        load_config(values={"eval.primary": "exact_match"})
+    with pytest.raises(TunewiseError, match="llm.use_chat_template"):
+        load_config(values={"task": "causal_lm", "llm.use_chat_template": "sometimes"})
+
+
+# ---- end to end
+
+
+def test_fit_full_learns_the_format_and_saves_a_loadable_model(tmp_path, tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.run import fit
+
+    data = write_jsonl(tmp_path / "train.jsonl", json_rows())
+    result = fit(config(tmp_path, tiny_llama, data, strategy="full", train__epochs=6), console=QUIET)
+    m = result.metrics
+    assert m["primary_metric"] == "format_valid"
+    assert set(m["before"]) == {"exact_match", "format_valid", "answer_likelihood", "eval_loss", "perplexity"}
+    assert m["before"]["answer_likelihood"] == pytest.approx(1 / m["before"]["perplexity"])
+    assert m["after"]["eval_loss"] < m["before"]["eval_loss"]  # it learns
+    assert m["after"]["perplexity"] < m["before"]["perplexity"]
+    assert m["data"]["kind"] == "prompt_completion" and m["data"]["chat_template"] == "the model's chat template"
+    assert m["data"]["train_examples"] == 32 and m["data"]["eval_prompts"] == 8 and m["data"]["truncated"] == 0
+    ex = m["examples"]["after"][0]
+    assert set(ex) == {"input", "expected", "output", "correct", "format_valid"}
+    out = result.output_dir
+    assert {"metrics.json", "config.yaml", "README.md", "config.json"} <= {p.name for p in out.iterdir()}
+    assert "text-generation" in (out / "README.md").read_text()
+    AutoModelForCausalLM.from_pretrained(out)
+    again = load_config(out / "config.yaml")  # the published config reloads as is
+    assert again.eval.primary == "format_valid" and again.strategy == {"name": "full"}
+
+
+def only_x(text: str) -> bool:
+    return set(text) <= {"x"}
+
+
+def test_chat_data_packing_partial_and_a_python_check(tmp_path, tiny_llama):
+    from tunewise.run import as_config, fit
+
+    rows = [{"messages": [{"role": "system", "content": "short"}, {"role": "user", "content": f"say {i}"},
+                          {"role": "assistant", "content": "x" * (5 + 10 * (i % 4))}]} for i in range(20)]
+    data = write_jsonl(tmp_path / "chat.jsonl", rows)
+    cfg = as_config(config(tmp_path, tiny_llama, data, strategy="partial", train__epochs=1, llm__max_length=64,
+                           llm__packing=True, data__eval_size=4))
+    cfg.llm.format_check = only_x  # Python API only: a callable (YAML and --set cannot name one)
+    result = fit(cfg, console=QUIET)
+    report = result.metrics["data"]
+    assert report["kind"] == "chat" and report["packing"] is True
+    assert report["format_check"] == f"python:{__name__}.only_x"  # a Python callable, Python API only
+    assert "format_valid" in result.metrics["after"]
+    assert result.metrics["strategy"]["trainable_params"] < result.metrics["strategy"]["total_params"]
+    # Character tokens: system turn 15, user turn 13-14, generation prompt 11 = 39-40 before the answer;
+    # answers are 5/15/25/35 characters + <|im_end|> + newline, so those of 25 and 35 (10 of 20) pass 64.
+    assert report["truncated"] == 10
+    assert result.metrics["primary_metric"] == "format_valid"
+
+
+def test_prompt_longer_than_context_is_an_error(tmp_path, tiny_llama):
+    from tunewise.tasks.causal_lm import CausalLMTask
+
+    rows = json_rows(10) + [{"prompt": "p" * 200, "completion": "{}"}]
+    cfg = load_config(values={"task": "causal_lm", "model": tiny_llama,
+                              "data.train": write_jsonl(tmp_path / "long.jsonl", rows), "llm.max_length": 64})
+    with pytest.raises(TunewiseError, match="row 11: the prompt is .* tokens, longer than the context of 64"):
+        CausalLMTask().prepare_data(cfg)
+
+
+def test_gpt2_without_template_raw_and_fallback(tmp_path, tiny_gpt2):
+    from tunewise.tasks.causal_lm import CausalLMTask
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                               {"role": "assistant", "content": "yo"}]}] * 4)
+    cfg = load_config(values={"task": "causal_lm", "model": tiny_gpt2, "data.train": chat, "data.eval_size": 1})
+    with pytest.raises(TunewiseError, match="has no chat template and chat data was given; set llm.chat_template: simple"):
+        CausalLMTask().prepare_data(cfg)
+    cfg.llm.chat_template = "simple"
+    data = CausalLMTask().prepare_data(cfg)
+    assert data.report["chat_template"] == "fallback 'simple'"
+    pc = write_jsonl(tmp_path / "pc.jsonl", json_rows(10))
+    data = CausalLMTask().prepare_data(load_config(values={"task": "causal_lm", "model": tiny_gpt2, "data.train": pc}))
+    assert data.report["chat_template"].startswith("none")
+
+
+def test_qlora_without_cuda_is_a_clear_error(tmp_path, tiny_llama):
+    import torch
+
+    from tunewise.tasks.causal_lm import CausalLMTask
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    cfg = load_config(values={"task": "causal_lm", "model": tiny_llama, "strategy.name": "qlora",
+                              "data.train": write_jsonl(tmp_path / "d.jsonl", json_rows(10))})
+    with pytest.raises(TunewiseError, match="qlora.*needs a CUDA GPU"):
+        CausalLMTask().prepare_data(cfg)
+
+
+def test_lora_adapter_and_merged_model(tmp_path, tiny_llama):
+    from tunewise.strategies import STRATEGIES
+
+    if "lora" not in STRATEGIES:
+        pytest.skip("strategies/lora.py is not in this tree yet")
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.run import fit
+
+    data = write_jsonl(tmp_path / "train.jsonl", json_rows())
+    result = fit(config(tmp_path, tiny_llama, data, train__epochs=1, strategy={"name": "lora", "rank": 4}), console=QUIET)
+    m = result.metrics
+    assert m["strategy"]["name"] == "lora" and m["strategy"]["trainable_params"] < m["strategy"]["total_params"]
+    assert (result.output_dir / "adapter" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(result.output_dir)  # merged (strategy merge: true)
+    assert not hasattr(merged, "peft_config")
+    assert (result.output_dir / "chat_template.jinja").is_file() or "chat_template" in (
+        result.output_dir / "tokenizer_config.json").read_text()
+
+
+# ---- bad input on the command line: one line, exit 2
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]}, "missing 'role'"),
+    ({"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]}, "missing 'content'"),
+    ({"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "x"}]}, "unknown role 'bot'"),
+    ({"prompt": "q", "completion": ""}, "empty completion"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_llama, record, message, capsys):
+    from tunewise.cli.app import app
+
+    good = json_rows(3)
+    if "messages" in record:
+        good = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]}
+                for r in good]
+    data = write_jsonl(tmp_path / "bad.jsonl", good + [record])
+    with pytest.raises(SystemExit) as info:
+        app(["fit", "--train", data, "--model", tiny_llama, "-o", str(tmp_path / "out"),
+             "--set", "task=causal_lm", "--strategy", "full"], standalone_mode=True)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "row 4" in err and len(err.splitlines()) == 1
+    assert "Traceback" not in err

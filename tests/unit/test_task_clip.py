@@ -1,0 +1,126 @@
+"""Text-to-image search with a tiny random CLIP built from config (no download)."""
+
+from __future__ import annotations
+
+import os
+import random
+import string
+
+import pytest
+import torch
+from rich.console import Console
+
+from tunewise.config import load_config
+from tunewise.errors import TunewiseError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
+
+    path = tmp_path_factory.mktemp("clip")
+    # A character-level BPE vocabulary: enough for CLIP's tokenizer class, tiny to build.
+    vocab = ["<pad>", "<unk>", "<s>", "</s>"] + list(string.ascii_lowercase) + [c + "</w>" for c in string.ascii_lowercase]
+    tok = Tokenizer(models.BPE({w: i for i, w in enumerate(vocab)}, [], unk_token="<unk>", end_of_word_suffix="</w>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = CLIPTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                  eos_token="</s>", model_max_length=32)
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=32, eos_token_id=3, bos_token_id=2, pad_token_id=0),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2),
+        projection_dim=8,
+    )
+    CLIPModel(config).save_pretrained(str(path))
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=tokenizer).save_pretrained(str(path))
+    return path
+
+
+def caption_file(root, n_per_colour=6, caption_column="caption"):
+    rng = random.Random(0)
+    (root / "img").mkdir(parents=True)
+    lines = [f"image,{caption_column}"]
+    for name, colour in COLOURS.items():
+        for i in range(n_per_colour):
+            size = (rng.randint(20, 40), rng.randint(20, 40))
+            mode = ("RGB", "L", "RGBA")[i % 3]
+            Image.new("RGB", size, colour).convert(mode).save(root / "img" / f"{name}{i}.png")
+            lines.append(f"img/{name}{i}.png,a {name} square number {string.ascii_lowercase[i]}")
+    (root / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return root / "pairs.csv"
+
+
+def test_clip_end_to_end(tiny_clip, tmp_path):
+    from transformers import CLIPModel, CLIPProcessor
+
+    from tunewise.run import fit
+
+    data = caption_file(tmp_path / "d")
+    out = tmp_path / "out"
+    cfg = load_config(None, ["task=clip", f"model={tiny_clip}", f"data.train={data}", f"output_dir={out}",
+                             "train.epochs=2", "train.batch_size=6", "train.learning_rate=1e-3", "eval.k=[1, 5]",
+                             "data.eval_fraction=0.25"])
+    m = fit(cfg, console=Console(quiet=True)).metrics
+    assert m["primary_metric"] == "mrr@20"
+    assert 0 <= m["after"]["mrr@5"] <= 1 and m["data"]["eval_queries"] == 6
+    losses = m["train"]["history"][-1]["train_loss_per_epoch"]
+    assert len(losses) == 2 and all(x == x for x in losses)
+    CLIPModel.from_pretrained(str(out))  # the ecosystem's loaders open the output
+    CLIPProcessor.from_pretrained(str(out))
+
+
+def test_symmetric_loss_goes_down(tiny_clip, tmp_path):
+    """A few steps on the same batch lower CLIP's own contrastive loss (the Trainer path's loss)."""
+    from tunewise.tasks.clip import ClipTask
+
+    data_file = caption_file(tmp_path / "d", n_per_colour=2)
+    cfg = load_config(None, ["task=clip", f"model={tiny_clip}", f"data.train={data_file}", "data.eval_size=2"])
+    task = ClipTask()
+    data = task.prepare_data(cfg)
+    model = task.load_model(cfg, "cpu")
+    from tunewise.data.images import ImageDataset
+
+    images = ImageDataset([p for p, _ in data.train], None, task._pre)
+    batch = {"pixel_values": torch.stack([images[i]["pixel_values"] for i in range(len(images))]),
+             **task._texts([c for _, c in data.train], "cpu"), "return_loss": True}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = model(**batch).loss
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0]
+
+
+def test_caption_column_missing(tiny_clip, tmp_path):
+    from typer.testing import CliRunner
+
+    from tunewise.cli.app import app
+
+    data = caption_file(tmp_path / "d", n_per_colour=2, caption_column="text_of_image")
+    result = CliRunner().invoke(app, ["fit", "--train", str(data), "--model", str(tiny_clip), "--set", "task=clip",
+                                      "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "no column 'caption'" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_clip_needs_a_model(tmp_path):
+    from tunewise.tasks.clip import ClipTask
+
+    cfg = load_config(None, ["task=clip"])
+    with pytest.raises(TunewiseError, match="no packaged model"):
+        ClipTask().load_model(cfg, "cpu")
