@@ -89,6 +89,7 @@ class TrainConfig:
     negatives_per_pair: int = field(default=1, metadata={"help": "cosent/contrastive without scores: sampled negatives per pair."})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]."})
     check_memory: bool = field(default=True, metadata={"help": "Stop before training when the memory estimate exceeds what is free."})
+    cpu_allocator: str = field(default="auto", metadata={"help": "CPU only: trim (return freed memory to the OS: ~16% lower peak, ~20% slower), default, or auto (trim when the estimate is over half the free memory)."})
 
     def __post_init__(self) -> None:
         for name in ("epochs", "learning_rate"):
@@ -99,6 +100,8 @@ class TrainConfig:
                 raise TunewiseError(f"train.{name}: must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise TunewiseError(f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.cpu_allocator not in ("auto", "trim", "default"):
+            raise TunewiseError(f"train.cpu_allocator: unknown '{self.cpu_allocator}'; use auto, trim or default")
         if self.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise TunewiseError(f"train.precision: unknown '{self.precision}'; use auto, fp32, fp16 or bf16")
         if self.max_seq_length is not None and self.max_seq_length < 2:

@@ -148,7 +148,8 @@ def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usag
         f"- training time: {train['seconds']:.1f} s, {train['samples_per_second']:.1f} examples/s",
         f"- trainable parameters: {metrics['strategy']['trainable_params']:,} of {metrics['strategy']['total_params']:,}",
         f"- peak memory: {memory.get('peak_mib', 'n/a')} MiB ({memory.get('method', 'not measured')})",
-        f"- loss: {metrics['config']['train']['loss']}, learning rate {metrics['config']['train']['learning_rate']}, "
+        (f"- loss: {metrics['config']['train']['loss']}, " if metrics["task"] == "embedding" else "- ")
+        + f"learning rate {metrics['config']['train']['learning_rate']}, "
         f"batch size {metrics['config']['train']['batch_size']}, seed {metrics['config']['seed']}",
         "",
         "## Usage",

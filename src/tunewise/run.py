@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -17,8 +18,8 @@ from rich.console import Console
 
 from tunewise.config import RunConfig, dump_config, load_config
 from tunewise.errors import TunewiseError
-from tunewise.memory.measure import PeakMemory, configure_cpu_allocator
-from tunewise.memory.runs import memory_block, preflight_run
+from tunewise.memory.measure import PeakMemory
+from tunewise.memory.runs import choose_cpu_allocator, memory_block, preflight_run
 from tunewise.models.loading import pick_device, resolve_model
 from tunewise.outputs import (
     check_output_dir,
@@ -78,7 +79,20 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()  # per-load "Loading weights" bars; training bars stay
+
+
+@contextlib.contextmanager
+def _no_weight_bars():
+    """Hide transformers' per-file "Loading weights" / "Writing model shards" bars; training bars stay."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[str] | None = None,
@@ -113,10 +127,13 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     if report.get("leaked_queries"):
         action = "removed from train" if report.get("leaked_removed") else "KEPT in train (data.drop_leaked: false)"
         console.print(f"[yellow]leakage:[/] {report['leaked_queries']} training queries also appear in the evaluation set; {action}")
+    if report.get("truncated"):
+        console.print(f"[yellow]truncated:[/] {report['truncated']} training sequences were longer than the limit "
+                      "and were cut (raise llm.max_length to keep them whole)")
     console.print(f"data: {task.n_train(data)} training {task.unit}, " + ", ".join(
         f"{k.replace('_', ' ')} {v}" for k, v in report.items() if k.startswith("eval_")))
 
-    with console.status("loading the pre-trained model"):
+    with console.status("loading the pre-trained model"), _no_weight_bars():
         model = task.load_model(cfg, device)
     if not is_main_process():
         # torchrun / accelerate launch: other ranks only take part in (distributed) training;
@@ -135,11 +152,10 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     model = strategy.prepare(model, task, options, cfg)
     trainable, total = count_params(task.modules(model))
     info = StrategyInfo(cfg.strategy_name, trainable, total)
-    estimate, estimate_note = preflight_run(cfg, model, device)  # stops here if it cannot fit
+    estimate, estimate_note = preflight_run(cfg, model, device, data)  # stops here if it cannot fit
     if estimate is not None:
         console.print(f"memory: estimated peak {estimate.total_bytes / 2**20:,.0f} MiB on {device}")
-    if not device.startswith("cuda"):
-        configure_cpu_allocator()
+    allocator = choose_cpu_allocator(cfg, estimate, device)
     console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}")
 
     with staged_dir(out) as staging:
@@ -151,10 +167,11 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
         after = task.evaluate(model, data, cfg)
         console.print(f"  after: {primary} = {after.metrics[primary]:.4f}")
         save = getattr(strategy, "save", None)
-        if save is not None:
-            save(model, task, staging, options, cfg)
-        else:
-            task.save(model, staging)
+        with _no_weight_bars():
+            if save is not None:
+                save(model, task, staging, options, cfg)
+            else:
+                task.save(model, staging)
         interpolation = None
         if getattr(options, "interpolate", None):
             from tunewise import wiseft
@@ -163,7 +180,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
             interpolation = wiseft.after_run(task, cfg, data, staging, options, console)
         metrics = {
             "task": cfg.task,
-            "base_model": cfg.model or "all-MiniLM-L6-v2 (packaged)",
+            "base_model": cfg.model or getattr(task, "default_model", "all-MiniLM-L6-v2 (packaged)"),
             "primary_metric": primary,
             "before": before.metrics,
             "after": after.metrics,
@@ -180,7 +197,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
                 "best": stats.best,
             },
             "eval": {"seconds_before": round(before.seconds, 3), "seconds_after": round(after.seconds, 3)},
-            "memory": memory_block(estimate, estimate_note, peak),
+            "memory": {**memory_block(estimate, estimate_note, peak), "cpu_allocator": allocator},
             "data": report,
             "examples": {"before": before.examples, "after": after.examples},
             "config": cfg.to_dict(),
@@ -249,10 +266,10 @@ def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str 
     _quiet_libraries()
     task = TASKS.get(cfg.task)()
     data = task.prepare_data(cfg)
-    with console.status("loading the model"):
+    with console.status("loading the model"), _no_weight_bars():
         loaded = task.load_model(cfg, pick_device(cfg.train.device))
     result = task.evaluate(loaded, data, cfg)
-    return {"model": cfg.model or "all-MiniLM-L6-v2 (packaged)", "metrics": result.metrics,
+    return {"model": cfg.model or getattr(task, "default_model", "all-MiniLM-L6-v2 (packaged)"), "metrics": result.metrics,
             "seconds": result.seconds, "examples": result.examples, "data": task.data_report(data)}
 
 

@@ -92,7 +92,8 @@ def evaluate(
     for name, value in result["metrics"].items():
         table.add_row(name, f"{value:.4f}")
     console.print(table)
-    console.print(f"{result['data'].get('eval_queries', '?')} queries, {result['seconds']:.1f} s")
+    held_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["data"].items() if k.startswith("eval_"))
+    console.print(f"{held_out}; {result['seconds']:.1f} s")
 
 
 DEMO_TASKS = ("embedding", "classification", "image-search", "image-classification", "llm")
@@ -105,6 +106,7 @@ def demo(
     budget: bool = typer.Option(False, "--budget", help="Run the budget planner's data and time sweep instead (embedding)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Output folder (replaced if it exists)."),
     lang: Optional[str] = typer.Option(None, "--lang", help="FAQ language: sv (the pre-trained model is weak there) or en."),
+    price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="With --budget: machine price per hour."),
     overrides: Optional[list[str]] = SetOpt,
 ) -> None:
     """Fine-tune a packaged model on packaged data and show before/after (default: MiniLM on the Swedish FAQ)."""
@@ -121,7 +123,7 @@ def demo(
                                 "`tunewise budget CONFIG` with your task's config")
         from tunewise.cli.budget import demo_sweep
 
-        demo_sweep(output_dir or "runs/demo-budget", lang or "sv", overrides)
+        demo_sweep(output_dir or "runs/demo-budget", lang or "sv", overrides, price_per_hour=price_per_hour)
         return
     if task == "embedding":
         from tunewise.demo import demo_config

@@ -29,9 +29,32 @@ def _precision(cfg: RunConfig, device: str) -> str:
     return "fp32"
 
 
-def _seq_len(cfg: RunConfig, model: Any) -> int:
+def _longest_text(model: Any, data: Any, limit: int) -> int | None:
+    """Effective tokens per text: the mean over columns of each column's longest text.
+
+    Batches are padded to their longest text, not to the model's limit, and each column
+    (query, answer) is padded on its own: short queries next to long answers cost
+    ``max(query) + max(answer)`` tokens per example, which this spreads over the texts.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    rows = getattr(data, "train", None)
+    if tokenizer is None or not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+        return None
+    longest = []
+    for column in rows[0]:
+        texts = [row[column] for row in rows if isinstance(row.get(column), str)]
+        if texts:
+            ids = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
+            longest.append(max(len(x) for x in ids))
+    return -(-sum(longest) // len(longest)) if longest else None
+
+
+def _seq_len(cfg: RunConfig, model: Any, data: Any = None) -> int:
     if cfg.task == "causal_lm":
         return int(cfg.llm.max_length)
+    if cfg.task == "embedding":
+        limit = int(cfg.train.max_seq_length or getattr(model, "max_seq_length", 0) or 512)
+        return _longest_text(model, data, limit) or limit
     if cfg.train.max_seq_length:
         return int(cfg.train.max_seq_length)
     for attr in ("max_seq_length",):  # sentence-transformers
@@ -42,14 +65,14 @@ def _seq_len(cfg: RunConfig, model: Any) -> int:
     return int(min(getattr(config, "max_position_embeddings", 512) or 512, 512))
 
 
-def run_settings(cfg: RunConfig, model: Any, device: str) -> dict[str, Any] | None:
+def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> dict[str, Any] | None:
     """Keyword arguments for :func:`tunewise.memory.estimate.estimate` describing this run."""
     task = _TASKS.get(cfg.task)
     if task is None:
         return None
     settings: dict[str, Any] = {
         "task": task, "strategy": cfg.strategy_name, "precision": _precision(cfg, device), "optimizer": "adamw",
-        "batch_size": cfg.train.batch_size, "seq_len": _seq_len(cfg, model),
+        "batch_size": cfg.train.batch_size, "seq_len": _seq_len(cfg, model, data),
         "gradient_checkpointing": cfg.train.gradient_checkpointing,
     }
     if "rank" in cfg.strategy:
@@ -59,7 +82,7 @@ def run_settings(cfg: RunConfig, model: Any, device: str) -> dict[str, Any] | No
     return settings
 
 
-def preflight_run(cfg: RunConfig, model: Any, device: str) -> tuple[Any | None, str]:
+def preflight_run(cfg: RunConfig, model: Any, device: str, data: Any = None) -> tuple[Any | None, str]:
     """Estimate the run's peak and stop if it cannot fit.
 
     Returns:
@@ -73,7 +96,7 @@ def preflight_run(cfg: RunConfig, model: Any, device: str) -> tuple[Any | None, 
     from tunewise.memory.estimate import estimate
     from tunewise.models.loading import resolve_model
 
-    settings = run_settings(cfg, model, device)
+    settings = run_settings(cfg, model, device, data)
     if settings is None:
         return None, f"no memory model for task '{cfg.task}'"
     try:
@@ -98,3 +121,25 @@ def memory_block(est: Any | None, note: str, peak: Any) -> dict[str, Any]:
 
     block.update(compare(est, peak))
     return block
+
+
+def choose_cpu_allocator(cfg: RunConfig, est: Any | None, device: str) -> str:
+    """Configure glibc's allocator for a CPU run when it helps; returns what was chosen.
+
+    Trimming (see :func:`tunewise.memory.measure.configure_cpu_allocator`) keeps the peak
+    flat across steps (measured: 1726 vs 2054 MiB on the demo) but costs about 20% of the
+    training throughput (10.3 vs 13.0 pairs/s), so ``auto`` trims only when memory is tight.
+    """
+    if device.startswith("cuda"):
+        return "n/a (cuda)"
+    choice = cfg.train.cpu_allocator
+    if choice == "auto":
+        from tunewise.memory.advise import available_memory
+
+        tight = est is not None and est.total_bytes > 0.5 * available_memory(device)[0]
+        choice = "trim" if tight else "default"
+    if choice == "trim":
+        from tunewise.memory.measure import configure_cpu_allocator
+
+        return "trim" if configure_cpu_allocator() else "default (trim not supported here)"
+    return "default"

@@ -143,7 +143,9 @@ def save_lora(model: Any, task: Any, path: Path, options: LoraOptions, config: R
     peft_model = backbone_of(task, model)
     adapter = path / ADAPTER_DIR
     peft_model.save_pretrained(str(adapter), safe_serialization=True)
-    info = {"base_model": resolve_model(config.model), "task": config.task, "strategy": strategy,
+    # A task with its own default model (causal_lm: packaged SmolLM2) says where its base lives.
+    source = task.model_source(config) if hasattr(task, "model_source") else resolve_model(config.model)
+    info = {"base_model": source, "task": config.task, "strategy": strategy,
             "rank": options.rank, "alpha": options.alpha, "merged": options.merge}
     (adapter / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     if options.merge:

@@ -122,6 +122,11 @@ class CausalLMTask:
     unit = "examples"
     default_model = PACKAGED_NAME
 
+    @staticmethod
+    def model_source(config: RunConfig) -> str:
+        """The folder or hub id the base model loads from (LoRA adapters record it for merging)."""
+        return resolve_lm(config.model)
+
     def __init__(self) -> None:
         self._data: CausalLMData | None = None
         self._config: RunConfig | None = None
@@ -241,7 +246,7 @@ class CausalLMTask:
         from datasets import Dataset
         from transformers.trainer_callback import PrinterCallback
 
-        from tunewise.tasks.embedding import precision_flags
+        from tunewise.tasks.training import common_training_kwargs
         from tunewise.tasks.progress import quiet_progress
 
         tc, llm = config.train, config.llm
@@ -253,23 +258,11 @@ class CausalLMTask:
         if tc.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # frozen embeddings + checkpointing: keep a grad path (PEFT)
         kwargs: dict[str, Any] = dict(
-            output_dir=str(workdir),
-            num_train_epochs=tc.epochs,
-            per_device_train_batch_size=tc.batch_size,
-            learning_rate=tc.learning_rate,
-            warmup_steps=tc.warmup_ratio,  # a float < 1 is a ratio of the total steps
-            weight_decay=tc.weight_decay,
-            seed=config.seed,
-            data_seed=config.seed,
+            **common_training_kwargs(config, workdir, device),
             max_length=data.context,
             packing=llm.packing,
             packing_strategy="bfd",
-            logging_strategy="epoch",
             save_strategy="no",
-            report_to="none",
-            use_cpu=not device.startswith("cuda"),
-            dataloader_num_workers=0,
-            **precision_flags(tc.precision, device),
         )
         # transformers 5 renamed gradient_checkpointing (TRL defaults it to True): say it explicitly.
         names = {f.name for f in dataclasses.fields(SFTConfig)}

@@ -29,7 +29,7 @@ from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.classification import classification_metrics, confusion_matrix, per_class
 from tunewise.tasks.base import TrainStats
-from tunewise.tasks.embedding import precision_flags
+from tunewise.tasks.training import common_training_kwargs
 
 
 @dataclass
@@ -152,28 +152,15 @@ def training_arguments(config: RunConfig, workdir: Path, device: str, *, evaluat
     tc = config.train
     early = tc.early_stopping_patience is not None
     kwargs: dict[str, Any] = dict(
-        output_dir=str(workdir),
-        num_train_epochs=tc.epochs,
-        per_device_train_batch_size=tc.batch_size,
+        **common_training_kwargs(config, workdir, device),
         per_device_eval_batch_size=config.eval.batch_size,
-        learning_rate=tc.learning_rate,
-        warmup_steps=tc.warmup_ratio,  # a float < 1 is a ratio of the total steps
-        weight_decay=tc.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
         gradient_checkpointing=tc.gradient_checkpointing,
-        logging_strategy="epoch",
-        report_to="none",
-        save_only_model=True,
-        use_cpu=not device.startswith("cuda"),
-        dataloader_num_workers=0,
         remove_unused_columns=False,
         eval_strategy="epoch" if evaluate else "no",
         save_strategy="epoch" if early else "no",
         save_total_limit=2 if early else None,
         load_best_model_at_end=early,
         disable_tqdm=False,
-        **precision_flags(tc.precision, device),
     )
     if early:
         kwargs.update(metric_for_best_model=f"eval_{config.eval.primary}", greater_is_better=True)

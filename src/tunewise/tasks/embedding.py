@@ -22,18 +22,7 @@ from tunewise.models.loading import load_sentence_transformer
 from tunewise.tasks.base import TASKS, TrainStats
 from tunewise.tasks.embedding_losses import LOSSES, rows_for_loss
 from tunewise.tasks.progress import quiet_progress
-
-
-def precision_flags(precision: str, device: str) -> dict[str, bool]:
-    """Trainer flags for a precision setting; mixed fp16 needs CUDA."""
-    on_cuda = device.startswith("cuda")
-    if precision == "auto":
-        if not on_cuda:
-            return {"fp16": False, "bf16": False}
-        return {"bf16": True, "fp16": False} if torch.cuda.is_bf16_supported() else {"fp16": True, "bf16": False}
-    if precision == "fp16" and not on_cuda:
-        raise TunewiseError("train.precision: fp16 mixed precision needs a CUDA GPU; use fp32 or bf16 on CPU")
-    return {"fp16": precision == "fp16", "bf16": precision == "bf16"}
+from tunewise.tasks.training import common_training_kwargs
 
 
 def training_arguments(config: RunConfig, workdir: Path, device: str, *, in_batch_negatives: bool, evaluate: bool, **extra: Any):
@@ -44,26 +33,13 @@ def training_arguments(config: RunConfig, workdir: Path, device: str, *, in_batc
     tc = config.train
     early = tc.early_stopping_patience is not None
     kwargs: dict[str, Any] = dict(
-        output_dir=str(workdir),
-        num_train_epochs=tc.epochs,
-        per_device_train_batch_size=tc.batch_size,
-        learning_rate=tc.learning_rate,
-        warmup_steps=tc.warmup_ratio,  # a float < 1 is a ratio of the total steps
-        weight_decay=tc.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
+        **common_training_kwargs(config, workdir, device),
         batch_sampler=BatchSamplers.NO_DUPLICATES if in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
         gradient_checkpointing=tc.gradient_checkpointing,
-        logging_strategy="epoch",
-        report_to="none",
-        save_only_model=True,  # safetensors weights only: no pickled optimizer state on disk
-        use_cpu=not device.startswith("cuda"),
-        dataloader_num_workers=0,
         eval_strategy="epoch" if evaluate else "no",
         save_strategy="epoch" if early else "no",
         save_total_limit=2 if early else None,
         load_best_model_at_end=early,
-        **precision_flags(tc.precision, device),
     )
     if early:
         kwargs.update(metric_for_best_model=f"eval_val_{config.eval.primary}", greater_is_better=True)
