@@ -60,7 +60,7 @@ def plan(config: RunConfig, strategies: list[str | dict[str, Any]]) -> list[tupl
     for raw in strategies:
         spec = parse_strategy(raw)
         cfg = copy.deepcopy(config)
-        cfg.strategy = spec
+        cfg.set_strategy(spec)
         resolve_strategy(cfg)
         planned.append((_label(spec, taken), cfg))
     return planned

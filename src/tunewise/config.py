@@ -77,7 +77,7 @@ class TrainConfig:
     loss: str = field(default="mnrl", metadata={"help": "mnrl, cached_mnrl, triplet, cosent or contrastive."})
     epochs: float = field(default=3.0, metadata={"help": "Passes over the training data."})
     batch_size: int = field(default=16, metadata={"help": "Examples per step (in-batch negatives: more is harder)."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (linear decay after warm-up)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate (linear decay after warm-up); empty = by strategy: 5e-5 (full, partial, head), 1e-3 (lora, qlora adapters)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps spent warming the learning rate up."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     max_seq_length: int | None = field(default=None, metadata={"help": "Truncate texts to this many tokens (model default if empty)."})
@@ -93,7 +93,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "learning_rate"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise TunewiseError(f"train.{name}: must be positive, got {getattr(self, name)}")
         for name in ("batch_size", "mini_batch_size", "negatives_per_pair"):
             if getattr(self, name) < 1:
@@ -152,6 +152,11 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 # The strategy a task gets when the config names none: LoRA for causal LMs (seed 003).
 TASK_DEFAULT_STRATEGY: dict[str, str] = {"causal_lm": "lora"}
+# train.learning_rate when the config leaves it empty. Adapters start from zero and need a
+# larger step: on the demo FAQ, LoRA at 5e-5 gained +3% MRR@20 in an epoch where full
+# fine-tuning gained +63% (benchmarks/results/strategies.md); 1e-3 is the LoRA paper's range.
+STRATEGY_DEFAULT_LR: dict[str, float] = {"lora": 1e-3, "qlora": 1e-3}
+DEFAULT_LR = 5e-5
 _RETRIEVAL_DEFAULT_PRIMARY = "mrr@20"
 
 
@@ -274,6 +279,16 @@ class RunConfig:
             self.strategy = {"name": self.strategy}
         if "name" not in self.strategy:
             raise TunewiseError("strategy.name: missing; e.g. 'strategy: full' or '{name: lora, rank: 8}'")
+        if self.train.learning_rate is None:  # remembered, so that set_strategy() re-resolves it
+            self.train._lr_by_strategy = True
+        if getattr(self.train, "_lr_by_strategy", False):
+            self.train.learning_rate = STRATEGY_DEFAULT_LR.get(self.strategy_name, DEFAULT_LR)
+
+    def set_strategy(self, spec: dict[str, Any]) -> None:
+        """Replace the strategy; a learning rate the config left empty follows the new one."""
+        self.strategy = dict(spec)
+        if getattr(self.train, "_lr_by_strategy", False):
+            self.train.learning_rate = STRATEGY_DEFAULT_LR.get(self.strategy_name, DEFAULT_LR)
 
     def _check_primary(self) -> None:
         metrics = TASK_METRICS.get(self.task)

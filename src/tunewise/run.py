@@ -140,7 +140,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
         # rank 0 evaluates, saves and publishes.
         model = strategy.prepare(model, task, options, cfg)
         with tempfile.TemporaryDirectory() as workdir:
-            task.train(model, data, cfg, workdir=Path(workdir), callbacks=callbacks)
+            _train_with_strategy(strategy, options, task, model, data, cfg, workdir=Path(workdir), callbacks=callbacks)
         return RunResult(out, {})
     console.print("evaluating the pre-trained model")
     # A task whose pre-trained model cannot be scored as is (a classifier needs a head)
@@ -153,9 +153,13 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     trainable, total = count_params(task.modules(model))
     info = StrategyInfo(cfg.strategy_name, trainable, total)
     estimate, estimate_note = preflight_run(cfg, model, device, data)  # stops here if it cannot fit
+    allocator = choose_cpu_allocator(cfg, estimate, device)
+    if estimate is not None and allocator.startswith("default"):
+        from tunewise.memory.estimate import with_cpu_allocator
+
+        estimate = with_cpu_allocator(estimate, allocator)
     if estimate is not None:
         console.print(f"memory: estimated peak {estimate.total_bytes / 2**20:,.0f} MiB on {device}")
-    allocator = choose_cpu_allocator(cfg, estimate, device)
     console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}")
 
     with staged_dir(out) as staging:

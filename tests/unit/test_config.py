@@ -80,3 +80,15 @@ def test_invalid_yaml_names_file(tmp_path):
     path.write_text("train: [unclosed\n")
     with pytest.raises(TunewiseError, match="bad.yaml"):
         load_config(path)
+
+
+def test_empty_learning_rate_follows_the_strategy_and_an_explicit_one_wins():
+    assert load_config(None).train.learning_rate == 5e-5
+    assert load_config(None, ["strategy=lora"]).train.learning_rate == 1e-3
+    assert load_config(None, ["strategy=lora", "train.learning_rate=2e-4"]).train.learning_rate == 2e-4
+    cfg = load_config(None)
+    cfg.set_strategy({"name": "qlora"})
+    assert cfg.train.learning_rate == 1e-3
+    explicit = load_config(None, ["train.learning_rate=3e-5"])
+    explicit.set_strategy({"name": "lora"})
+    assert explicit.train.learning_rate == 3e-5

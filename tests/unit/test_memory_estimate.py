@@ -294,3 +294,17 @@ def test_check_fits_and_compare():
         preflight(tiny_decoder(), dict(task="causal_lm"), device="cpu", available_bytes=1)
     assert preflight(tiny_decoder(), dict(task="causal_lm"), device="cpu", available_bytes=1, allow=True).total_bytes > 1
     assert format_bytes(3 * 2**30) == "3.00 GiB"
+
+
+def test_default_cpu_allocator_adds_half_the_activations_as_retention():
+    from tunewise.memory.estimate import CPU_DEFAULT_ALLOCATOR_RETENTION, with_cpu_allocator
+
+    est = estimate(tiny_decoder(), task="causal_lm", batch_size=2, seq_len=32, device="cpu")
+    kept = with_cpu_allocator(est, "default")
+    extra = int(CPU_DEFAULT_ALLOCATOR_RETENTION * est.activations_peak_bytes)
+    assert kept.total_bytes == est.total_bytes + extra
+    assert kept.overhead_bytes == est.overhead_bytes + extra
+    assert sum(kept.components().values()) == kept.total_bytes
+    assert with_cpu_allocator(est, "trim") is est
+    gpu = estimate(tiny_decoder(), task="causal_lm", batch_size=2, seq_len=32, device="cuda")
+    assert with_cpu_allocator(gpu, "default") is gpu

@@ -83,6 +83,14 @@ def memory(
     else:
         budget, source = available_memory(device)
     result = advise(spec, settings, budget, budget_source=source, headroom=headroom)
+    if device == "cpu" and result.estimate.total_bytes <= 0.5 * result.budget_bytes:
+        # as a run's train.cpu_allocator=auto: glibc's default allocator (faster) when memory is
+        # plentiful, which keeps freed blocks; trimming is chosen when the estimate is tight.
+        from dataclasses import replace
+
+        from tunewise.memory.estimate import with_cpu_allocator
+
+        result = replace(result, estimate=with_cpu_allocator(result.estimate, "default"))
     if as_json:
         print(json.dumps({"model": spec.source, "estimate": result.estimate.as_dict(), "advice": result.as_dict()}, indent=2, default=str))
         return
