@@ -31,6 +31,7 @@ from tunewise.outputs import (
     write_text,
 )
 from tunewise.strategies import StrategyInfo, count_params, resolve_strategy
+from tunewise.strategies.base import eval_model
 from tunewise.tasks import TASKS
 
 
@@ -146,7 +147,9 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     # A task whose pre-trained model cannot be scored as is (a classifier needs a head)
     # defines baseline(): e.g. a head trained on frozen features, the transfer-learning baseline.
     baseline = getattr(task, "baseline", None)
-    before = baseline(model, data, cfg) if baseline is not None else task.evaluate(model, data, cfg)
+    # (head: the pre-trained model is the frozen body, so its evaluation fills the feature cache)
+    before = (baseline(model, data, cfg) if baseline is not None
+              else task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg))
     console.print(f"  before: {primary} = {before.metrics[primary]:.4f} ({before.seconds:.1f} s)")
 
     model = strategy.prepare(model, task, options, cfg)
@@ -168,7 +171,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
                                                 workdir=staging / "_checkpoints", callbacks=callbacks)
         _remove_tree(staging / "_checkpoints")
         console.print("evaluating the fine-tuned model")
-        after = task.evaluate(model, data, cfg)
+        after = task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg)
         console.print(f"  after: {primary} = {after.metrics[primary]:.4f}")
         save = getattr(strategy, "save", None)
         with _no_weight_bars():

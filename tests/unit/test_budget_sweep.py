@@ -223,11 +223,19 @@ def test_interrupted_sweep_is_one_line_exit_2_and_keeps_points(config, tmp_path,
     assert len((out / "results.jsonl").read_text().splitlines()) == 2  # header + the finished point
 
 
-def test_head_strategy_sweep_goes_through_the_strategy_train_hook(config, tmp_path):
+def test_head_strategy_sweep_goes_through_the_strategy_train_hook(config, tmp_path, monkeypatch):
     # head replaces the task's training with its own Trainer over cached features; the time
     # curve must still see every epoch and the data points must still improve the same model.
+    from tunewise.strategies import head
+
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))  # cold
+    encoded: list[str] = []
+    original = head.encode_body
+    monkeypatch.setattr(head, "encode_body", lambda model, texts, batch: (encoded.extend(texts), original(model, texts, batch))[1])
     cfg = {**config, "strategy": {"name": "head", "head_lr": 0.01}}
     result = run_budget(cfg, sizes=[12, 24, 48], seeds=1, epochs=2, output_dir=tmp_path / "head")
+    # the whole sweep (baseline, 3 sizes, time curve, every evaluation) ran the backbone once per text
+    assert encoded and len(encoded) == len(set(encoded))
     assert [p.epoch for p in result.points if p.kind == "time"] == [1.0, 2.0]
     assert {p.extra["strategy"] for p in result.points} == {"head"}
     assert len(result.data_summary) == 3

@@ -95,3 +95,10 @@ def test_console_script_exit_code(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: data.train: file not found")
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_budget_options_are_checked_before_any_work(tmp_path):
+    assert_one_line_error(invoke("demo", "--task", "classification", "--seeds", "2", "-o", str(tmp_path / "x")),
+                          "--seeds: only with --budget")
+    assert_one_line_error(invoke("demo", "--task", "clasification", "--budget"), "--task", "classification")
+    assert not (tmp_path / "x").exists()

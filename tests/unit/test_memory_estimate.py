@@ -308,3 +308,18 @@ def test_default_cpu_allocator_adds_half_the_activations_as_retention():
     assert with_cpu_allocator(est, "trim") is est
     gpu = estimate(tiny_decoder(), task="causal_lm", batch_size=2, seq_len=32, device="cuda")
     assert with_cpu_allocator(gpu, "default") is gpu
+
+
+def test_causal_lm_runs_are_estimated_at_their_longest_sequence_unless_packed():
+    from types import SimpleNamespace
+
+    from tunewise.config import load_config
+    from tunewise.memory.runs import run_settings
+
+    data = SimpleNamespace(train_encoded=[SimpleNamespace(input_ids=[1] * n) for n in (12, 40, 25)])
+    cfg = load_config(None, ["task=causal_lm", "llm.max_length=96"])
+    assert run_settings(cfg, None, "cpu", data)["seq_len"] == 40  # batches pad to their longest
+    cfg.llm.packing = True
+    assert run_settings(cfg, None, "cpu", data)["seq_len"] == 96  # packing fills the context
+    cfg.llm.packing, cfg.llm.max_length = False, 32
+    assert run_settings(cfg, None, "cpu", data)["seq_len"] == 32

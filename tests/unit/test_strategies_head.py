@@ -60,7 +60,8 @@ def test_head_trains_only_the_head_and_loads_as_backbone_plus_head(head_runs, ti
 def test_second_run_hits_the_cache_and_later_epochs_skip_the_backbone(head_runs):
     first, second, *_ = head_runs
     c1, c2 = first.metrics["strategy"]["details"]["feature_cache"], second.metrics["strategy"]["details"]["feature_cache"]
-    assert c1["status"] == "miss" and c2["status"] == "hit"
+    # the first run's "before" evaluation already cached the answers (they are the search corpus)
+    assert c1["status"].startswith("partial") and 0 < c1["encoded"] < c1["texts"] and c2["status"] == "hit"
     assert c1["fingerprint"] == c2["fingerprint"]
     assert len(first.metrics["strategy"]["details"]["epoch_seconds"]) == 3
 
@@ -79,22 +80,61 @@ def test_head_loss_goes_down_and_runs_are_reproducible(head_runs):
 def test_corrupted_cache_is_detected_and_rebuilt(head_runs, tiny_st_model, damage, reason):
     first, _, pairs, tmp = head_runs
     key = first.metrics["strategy"]["details"]["feature_cache"]["fingerprint"]
-    path = feature_cache.cache_root() / key / "features.safetensors"
-    damage(path)
-    run = _fit(tiny_st_model, pairs, tmp / "c", dim=16)
-    status = run.metrics["strategy"]["details"]["feature_cache"]["status"]
-    assert status.startswith("rebuilt") and reason in status
-    assert feature_cache.load(key, first.metrics["strategy"]["details"]["feature_cache"]["texts"])[1] == "hit"
+    shards = list((feature_cache.cache_root() / key).glob("shard-*.safetensors"))
+    assert shards
+    for shard in shards:
+        damage(shard)
+    probe = feature_cache.cached_features(key, ["a probe text, not in the data"], lambda todo: torch.zeros(len(todo), 32))
+    assert probe.status.startswith("rebuilt") and reason in probe.status
+    for shard in (feature_cache.cache_root() / key).glob("shard-*.safetensors"):  # damaged ones were dropped
+        feature_cache._read_shard(key, shard)
+    run = _fit(tiny_st_model, pairs, tmp / "c", dim=16)  # recomputes what the damaged shards held
+    assert run.metrics["after"] == first.metrics["after"]
+    again = _fit(tiny_st_model, pairs, tmp / "d", dim=16)
+    assert again.metrics["strategy"]["details"]["feature_cache"]["status"] == "hit"
 
 
-def test_stale_entry_under_the_wrong_key_is_not_used(tmp_path):
-    feature_cache.save("a" * 32, torch.ones(3, 4))
-    src = feature_cache.cache_root() / ("a" * 32) / "features.safetensors"
+def test_stale_shard_under_the_wrong_key_is_not_used(tmp_path):
+    shard = feature_cache.save("a" * 32, ["x", "y", "z"], torch.ones(3, 4))
     dst = feature_cache.cache_root() / ("b" * 32)
     dst.mkdir(parents=True, exist_ok=True)
-    (dst / "features.safetensors").write_bytes(src.read_bytes())
-    assert feature_cache.load("b" * 32, 3) == (None, "rebuilt: fingerprint mismatch (stale entry)")
-    assert feature_cache.load("a" * 32, 4)[1].startswith("rebuilt: 3 rows cached")
+    (dst / shard.name).write_bytes(shard.read_bytes())
+    assert feature_cache.load("b" * 32, ["x"]) == ({}, ["fingerprint mismatch (stale entry)"])
+    assert not (dst / shard.name).exists()  # dropped, so it is recomputed once, not checked forever
+    found, problems = feature_cache.load("a" * 32, ["x", "unknown"])
+    assert list(found) == [feature_cache._text_hash("x")] and problems == []
+
+
+def test_only_texts_never_seen_run_through_the_backbone(tmp_path):
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return torch.tensor([[float(len(t)), 1.0] for t in texts])
+
+    first = feature_cache.cached_features("c" * 32, ["aa", "b", "aa"], encode)
+    assert first.status == "miss" and calls == [["aa", "b"]] and first.features[:, 0].tolist() == [2.0, 1.0, 2.0]
+    second = feature_cache.cached_features("c" * 32, ["b", "cccc", "aa"], encode)
+    assert second.status == "partial: 1 of 3 rows encoded" and calls[-1] == ["cccc"]
+    assert second.features[:, 0].tolist() == [1.0, 4.0, 2.0]
+    third = feature_cache.cached_features("c" * 32, ["cccc", "b"], encode)
+    assert third.status == "hit" and len(calls) == 2 and third.encoded == 0
+
+
+def test_head_evaluation_reads_the_body_from_the_cache_and_matches_the_model(tiny_st_model):
+    from sentence_transformers import SentenceTransformer
+
+    from tunewise.strategies.head import CachedHeadEncoder, body_and_head
+    from tunewise.tasks.embedding import EmbeddingTask
+
+    model = EmbeddingTask().add_head(SentenceTransformer(tiny_st_model, device="cpu"), 16)
+    assert len(body_and_head(model)[1]) == 2  # Dense + Normalize come from the cache's side
+    texts = ["roof permit", "a new text", "roof permit"]
+    cached = CachedHeadEncoder(model)
+    torch.testing.assert_close(cached.encode(texts, convert_to_tensor=True, normalize_embeddings=True),
+                               model.encode(texts, convert_to_tensor=True, normalize_embeddings=True), atol=1e-5, rtol=1e-4)
+    cached.encode(texts)
+    assert cached.status[-1] == "hit"
 
 
 def test_fingerprint_changes_with_weights_and_texts():

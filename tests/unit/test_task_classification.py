@@ -228,3 +228,29 @@ def test_cli_single_item_class(tmp_path):
     data.write_text("text,label\nhello,a\nworld,a\nagain,b\n")
     result = _cli(["fit", "--train", str(data), "--set", "task=classification", "-o", str(tmp_path / "o")])
     _assert_one_line_error(result, "class 'b'")
+
+
+def test_head_strategy_trains_only_the_classifier_on_cached_features(tiny_bert, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from tunewise.run import fit
+
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
+    data = _texts_file(tmp_path / "texts.jsonl")
+
+    def run(out, *extra):
+        cfg = load_config(None, ["task=classification", f"model={tiny_bert}", f"data.train={data}", f"output_dir={out}",
+                                 "train.epochs=3", "train.batch_size=8", "data.eval_fraction=0.25", "strategy=head", *extra])
+        return fit(cfg, console=Console(quiet=True)).metrics
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    s = first["strategy"]
+    assert s["name"] == "head" and s["trainable_params"] == 16 * 3 + 3  # the final Linear(16 -> 3) only
+    c1, c2 = s["details"]["feature_cache"], second["strategy"]["details"]["feature_cache"]
+    assert c1["status"] == "miss" and 0 < c1["encoded"] <= c1["inputs"] and c2["status"] == "hit"  # duplicates once
+    assert second["after"] == first["after"]  # the same cached features, the same seeded head
+    assert len(s["details"]["epoch_losses"]) == 3
+    assert first["after"]["accuracy"] >= first["before"]["accuracy"] - 0.1  # starts from the fitted probe
+    with pytest.raises(TunewiseError, match="strategy.dim: a classifier's head is its final linear layer"):
+        run(tmp_path / "c", "strategy={name: head, dim: 8}")
+    assert not (tmp_path / "c").exists()

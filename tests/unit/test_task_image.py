@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -279,3 +280,45 @@ def test_efficientnet_lite0_on_digits(tmp_path, monkeypatch):
         p = m["primary_metric"]
         assert m["before"][p] > 0.3  # ImageNet features separate digits well above chance (0.1)
         assert 0 <= m["after"][p] <= 1
+
+
+def test_head_strategy_on_an_image_classifier_caches_by_image_content(tiny_resnet, tmp_path, monkeypatch):
+    import shutil
+
+    from rich.console import Console
+
+    from tunewise.run import fit
+
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
+    folder = image_folder(tmp_path / "imgs")
+    first = fit(_cfg("image-classification", tiny_resnet, folder, tmp_path / "a", "strategy=head"),
+                console=Console(quiet=True)).metrics
+    c1 = first["strategy"]["details"]["feature_cache"]
+    assert c1["status"] == "miss" and first["strategy"]["trainable_params"] < first["strategy"]["total_params"] / 10
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)  # same images elsewhere: keyed by content, so they hit
+    again = fit(_cfg("image-classification", tiny_resnet, moved, tmp_path / "b", "strategy=head"),
+                console=Console(quiet=True)).metrics
+    assert again["strategy"]["details"]["feature_cache"]["status"] == "hit"
+    assert again["after"] == first["after"]
+
+
+def test_timm_backbone_from_a_local_folder_trains_and_saves(tmp_path):
+    """A timm model (random weights, saved locally: no download) through both image tasks."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    from tunewise.models.vision import META_FILE, VisionMeta, load_classifier
+    from tunewise.run import fit
+
+    folder = tmp_path / "timm-resnet"
+    folder.mkdir()
+    net = timm.create_model("resnet10t", pretrained=False)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / META_FILE).write_text(json.dumps(dataclasses.asdict(VisionMeta("timm", "resnet10t", (0.5,) * 3, (0.25,) * 3))))
+    images = image_folder(tmp_path / "imgs")
+    for task in ("image-classification", "image-search"):
+        m = fit(_cfg(task, folder, images, tmp_path / task), console=Console(quiet=True)).metrics
+        assert 0 <= m["after"][m["primary_metric"]] <= 1
+    model, meta = load_classifier(str(tmp_path / "image-classification"), ["a", "b", "c"])  # the saved run loads back
+    assert meta.kind == "timm"

@@ -88,6 +88,25 @@ def point_config(cfg: RunConfig, seed: int, epochs: float | None = None) -> RunC
     return dataclasses.replace(cfg, seed=cfg.seed + seed, train=train)
 
 
+_PRETRAINED: dict[tuple, Any] = {}
+
+
+def _pretrained(task: Any, cfg: RunConfig, device: str, strategy: Any) -> Any:
+    """A fresh pre-trained model for one point.
+
+    A strategy that never changes the pre-trained weights (``head``) gives ``reuse_pretrained``:
+    the model is then loaded once per process and each point gets a fresh model from it.
+    """
+    reuse = getattr(strategy, "reuse_pretrained", None)
+    if reuse is None:
+        return task.load_model(cfg, device)
+    key = (cfg.task, cfg.model, device)
+    if key not in _PRETRAINED:
+        _PRETRAINED.clear()  # one model at a time
+        _PRETRAINED[key] = task.load_model(cfg, device)
+    return reuse(_PRETRAINED[key], task, cfg)
+
+
 def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_before: float, device: str,
             emit: Callable[[BudgetPoint], None]) -> None:
     """Train one job from a fresh pre-trained model and ``emit`` each finished point.
@@ -97,11 +116,12 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     """
     from tunewise.run import _train_with_strategy
     from tunewise.strategies import resolve_strategy
+    from tunewise.strategies.base import eval_model
 
     primary = cfg.eval.primary
     run_cfg = point_config(cfg, job.seed, job.epochs if job.kind == "time" else None)
     strategy, options = resolve_strategy(run_cfg)
-    model = strategy.prepare(task.load_model(run_cfg, device), task, options, run_cfg)
+    model = strategy.prepare(_pretrained(task, run_cfg, device, strategy), task, options, run_cfg)
     subset = task.subset(data, list(job.indices))
     base = {"strategy": run_cfg.strategy_name, "device": device}
     with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as workdir:
@@ -112,14 +132,15 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
                                  extra={**base, "step": cp.step, "final": cp.final, "run_epochs": job.epochs,
                                         "metrics": cp.metrics}))
 
-            curve = TimeCurveCallback(task, model, subset, run_cfg, eval_steps=job.eval_steps, on_point=on_curve)
+            curve = TimeCurveCallback(task, eval_model(strategy, model, task, options, run_cfg), subset, run_cfg,
+                                      eval_steps=job.eval_steps, on_point=on_curve)
             curve.start()
             _train_with_strategy(strategy, options, task, model, subset, run_cfg,
                                  workdir=Path(workdir), callbacks=[curve])
             return
         stats, _ = _train_with_strategy(strategy, options, task, model, subset, run_cfg,
                                         workdir=Path(workdir), callbacks=None)
-    after = task.evaluate(model, subset, run_cfg)
+    after = task.evaluate(eval_model(strategy, model, task, options, run_cfg), subset, run_cfg)
     emit(BudgetPoint(job.size, job.seed, metric_before, float(after.metrics[primary]), float(stats.seconds),
                      float(after.seconds), extra={**base, "steps": stats.steps, "epochs": stats.epochs,
                                                   "samples_per_second": round(stats.samples_per_second, 3),
@@ -314,7 +335,14 @@ def run_budget(
         with console.status("evaluating the pre-trained model"):
             model = task.load_model(cfg, device)
             baseline = getattr(task, "baseline", None)
-            result = baseline(model, data, cfg) if baseline is not None else task.evaluate(model, data, cfg)
+            if baseline is not None:
+                result = baseline(model, data, cfg)
+            else:  # head: the pre-trained model is the frozen body, so this fills the feature cache
+                from tunewise.strategies import resolve_strategy
+                from tunewise.strategies.base import eval_model
+
+                strategy, options = resolve_strategy(cfg)
+                result = task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg)
             del model
         before = float(result.metrics[primary])
         console.print(f"  before: {primary} = {before:.4f} ({result.seconds:.1f} s)")
@@ -340,8 +368,11 @@ def run_budget(
             progress(finished, total, nxt)
 
     if jobs:
-        runner.run(jobs, cfg=cfg, task=task, data=data, device=device, metric_before=before,
-                   emit=emit, job_done=job_done)
+        try:
+            runner.run(jobs, cfg=cfg, task=task, data=data, device=device, metric_before=before,
+                       emit=emit, job_done=job_done)
+        finally:
+            _PRETRAINED.clear()
     return build_result(out, store, plan, cfg, task, ran=total, reused=reused, wall_seconds=time.perf_counter() - wall,
                         price_per_hour=price_per_hour, target=target, forecast_sizes=forecast_sizes,
                         validate=validate, drop=drop, backend=runner.name)

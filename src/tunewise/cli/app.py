@@ -103,7 +103,8 @@ DEMO_TASKS = ("embedding", "classification", "image-search", "image-classificati
 @handle_errors
 def demo(
     task: str = typer.Option("embedding", "--task", "-t", help=f"Which demo: {', '.join(DEMO_TASKS)}."),
-    budget: bool = typer.Option(False, "--budget", help="Run the budget planner's data and time sweep instead (embedding)."),
+    budget: bool = typer.Option(False, "--budget", help="Run the budget planner's data and time sweep on the demo instead."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="With --budget: repeats per size (default 3)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Output folder (replaced if it exists)."),
     lang: Optional[str] = typer.Option(None, "--lang", help="FAQ language: sv (the pre-trained model is weak there) or en."),
     price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="With --budget: machine price per hour."),
@@ -117,13 +118,15 @@ def demo(
         raise TunewiseError(f"--task: unknown demo '{task}'{did_you_mean(task, DEMO_TASKS)}; choose one of: {', '.join(DEMO_TASKS)}")
     if lang not in (None, "sv", "en"):
         raise TunewiseError(f"--lang: use sv or en, got '{lang}'")
+    if seeds is not None and not budget:
+        raise TunewiseError("--seeds: only with --budget")
     if budget:
-        if task != "embedding":
-            raise TunewiseError("--budget: the budget demo runs on the embedding task; drop --task or run "
-                                "`tunewise budget CONFIG` with your task's config")
-        from tunewise.cli.budget import demo_sweep
+        from tunewise.cli.budget import demo_sweep, task_demo_sweep
 
-        demo_sweep(output_dir or "runs/demo-budget", lang or "sv", overrides, price_per_hour=price_per_hour)
+        if task == "embedding":
+            demo_sweep(output_dir or "runs/demo-budget", lang or "sv", overrides, seeds=seeds, price_per_hour=price_per_hour)
+        else:
+            task_demo_sweep(task, output_dir, lang, overrides, seeds=seeds, price_per_hour=price_per_hour)
         return
     if task == "embedding":
         from tunewise.demo import demo_config

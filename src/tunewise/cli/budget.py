@@ -187,3 +187,19 @@ def demo_sweep(output_dir: str, lang: str, overrides: Optional[list[str]], *, se
     sweep = {**DEMO_SWEEP, **({"seeds": seeds} if seeds is not None else {})}
     _sweep(cfg, output_dir, quiet=False, as_json=False, backend=backend, price_per_hour=price_per_hour,
            fresh=fresh, **sweep)
+
+
+def task_demo_sweep(task: str, output_dir: Optional[str], lang: Optional[str], overrides: Optional[list[str]], *,
+                    seeds: Optional[int] = None, price_per_hour: Optional[float] = None) -> None:
+    """``tunewise demo --task TASK --budget``: the default sweep on that task's packaged demo."""
+    if task == "llm":
+        from tunewise.demos_llm import llm_demo_config
+
+        cfg = llm_demo_config(output_dir or "runs/demo-llm-budget", lang=lang or "en", overrides=overrides)
+    else:
+        from tunewise.demos_tasks import task_demo_config
+
+        cfg = task_demo_config(task, output_dir or f"runs/demo-{task}-budget", lang=lang or "sv", overrides=overrides)
+    console.print(f"[bold]tunewise budget demo[/]: task {task}")
+    _sweep(cfg, cfg.output_dir, quiet=False, as_json=False, price_per_hour=price_per_hour,
+           **({"seeds": seeds} if seeds is not None else {}))

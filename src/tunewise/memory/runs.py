@@ -51,6 +51,10 @@ def _longest_text(model: Any, data: Any, limit: int) -> int | None:
 
 def _seq_len(cfg: RunConfig, model: Any, data: Any = None) -> int:
     if cfg.task == "causal_lm":
+        # batches are padded to their longest sequence (packing fills llm.max_length)
+        encoded = getattr(data, "train_encoded", None)
+        if encoded and not cfg.llm.packing:
+            return min(int(cfg.llm.max_length), max(len(e.input_ids) for e in encoded))
         return int(cfg.llm.max_length)
     if cfg.task == "embedding":
         limit = int(cfg.train.max_seq_length or getattr(model, "max_seq_length", 0) or 512)

@@ -103,3 +103,10 @@ def add_head(task: Any, model: Any, dim: int | None, option: str = "strategy.hea
     if fn is None:
         raise TunewiseError(f"{option}: task '{task.name}' cannot add a head; drop {option}")
     return fn(model, dim)
+
+
+def eval_model(strategy: Any, model: Any, task: Any, options: Any, config: Any) -> Any:
+    """What evaluation should score: the strategy's view of ``model`` (``head``: cached body
+    outputs plus the head), or the model itself."""
+    view = getattr(strategy, "eval_model", None)
+    return view(model, task, options, config) if view is not None else model

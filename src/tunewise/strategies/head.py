@@ -64,7 +64,18 @@ class HeadTrainStats(TrainStats):
     details: dict[str, Any] = field(default_factory=dict)
 
 
+CLASSIFIER_TASKS = ("classification", "image-classification")
+
+
 def check_head(options: HeadOptions, config: RunConfig) -> None:
+    if config.task in CLASSIFIER_TASKS:
+        if options.dim is not None or options.activation != "identity":
+            which = "dim" if options.dim is not None else "activation"
+            raise TunewiseError(f"strategy.{which}: a classifier's head is its final linear layer (one output per "
+                                "class); drop strategy." + which)
+        if config.train.early_stopping_patience is not None:
+            raise TunewiseError("train.early_stopping_patience: not supported with strategy head; leave it out")
+        return
     if config.task != "embedding":
         raise TunewiseError(f"strategy head: not available for task '{config.task}' yet; use strategy: partial or full")
     if config.train.loss not in _HEAD_LOSSES:
@@ -85,8 +96,8 @@ def body_and_head(model) -> tuple[list, list]:
     return [m for m in modules if not getattr(m, "tunewise_new_head", False)], head
 
 
-def features_key(model, texts: list[str]) -> str:
-    """Fingerprint of the body's weights, its preprocessing and the texts."""
+def features_key(model) -> str:
+    """Fingerprint of the body's weights and its preprocessing (rows are keyed by text inside)."""
     body, _ = body_and_head(model)
     pre = []
     for m in body:
@@ -96,8 +107,7 @@ def features_key(model, texts: list[str]) -> str:
     vocab = sorted(tokenizer.get_vocab().items()) if tokenizer is not None and hasattr(tokenizer, "get_vocab") else []
     weights = weights_fingerprint(nn.ModuleList(body))
     return fingerprint(weights=weights, preprocessing=pre, max_seq_length=model.max_seq_length,
-                       vocab=texts_fingerprint([f"{k}\t{v}" for k, v in vocab]), texts=texts_fingerprint(texts),
-                       rows=len(texts))
+                       vocab=texts_fingerprint([f"{k}\t{v}" for k, v in vocab]))
 
 
 def encode_body(model, texts: list[str], batch_size: int) -> torch.Tensor:
@@ -165,15 +175,15 @@ def train_embedding_head(model, data, options: HeadOptions, config: RunConfig, *
                          callbacks: list | None = None) -> HeadTrainStats:
     """Cache the body's outputs for every training text, then train the head with the Trainer."""
     from datasets import Dataset
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     rows = data.train
     roles = [r for r in ("anchor", "positive", "negative") if rows and r in rows[0]]
     texts = sorted({r[role] for r in rows for role in roles})
     index = {t: i for i, t in enumerate(texts)}
-    key = features_key(model, texts)
+    key = features_key(model)
     batch = config.eval.batch_size
-    cache = cached_features(key, len(texts), lambda: encode_body(model, texts, batch), use_cache=options.cache)
+    cache = cached_features(key, texts, lambda todo: encode_body(model, todo, batch), use_cache=options.cache)
     _, head = body_and_head(model)
     module = HeadOverFeatures(head, cache.features, options.scale)
     dataset = Dataset.from_dict({role: [index[r[role]] for r in rows] for role in roles})
@@ -201,25 +211,59 @@ def train_embedding_head(model, data, options: HeadOptions, config: RunConfig, *
         use_cpu=not device.startswith("cuda"), dataloader_num_workers=0, disable_tqdm=True,
     )
     trainer = Trainer(model=module, args=args, train_dataset=dataset, callbacks=[EpochTimer(), *(callbacks or [])])
+    trainer.remove_callback(PrinterCallback)  # no raw log dicts on the console
     start = time.perf_counter()
     with _single_thread(device):
         output = trainer.train()
     train_seconds = time.perf_counter() - start
     model.to(device)
+    return head_train_stats(cache, key, options, trainer, output, train_seconds, epoch_seconds, config,
+                            examples=len(rows), inputs={"texts": len(texts)})
+
+
+def head_train_stats(cache, key: str, options: Any, trainer: Any, output: Any, train_seconds: float,
+                     epoch_seconds: list[float], config: RunConfig, *, examples: int, inputs: dict[str, int]) -> HeadTrainStats:
+    """TrainStats of a head trained on cached features, with what the cache did per epoch."""
     seconds = cache.seconds + train_seconds
     epochs = float(output.metrics.get("epoch", config.train.epochs))
-    first = cache.seconds + (epoch_seconds[0] if epoch_seconds else 0.0)
     later = epoch_seconds[1:]
     details = {
-        "feature_cache": {"status": cache.status, "path": str(cache.path.parent) if options.cache else None,
-                          "fingerprint": key, "texts": len(texts), "build_seconds": round(cache.seconds, 4)},
+        "feature_cache": {"status": cache.status, "path": str(cache.path) if options.cache else None,
+                          "fingerprint": key, **inputs, "encoded": cache.encoded,
+                          "build_seconds": round(cache.seconds, 4)},
         "epoch_seconds": [round(s, 4) for s in epoch_seconds],
         "epoch_losses": [round(float(h["loss"]), 5) for h in trainer.state.log_history if "loss" in h],
-        "first_epoch_seconds": round(first, 4),
+        "first_epoch_seconds": round(cache.seconds + (epoch_seconds[0] if epoch_seconds else 0.0), 4),
         "later_epoch_seconds_mean": round(sum(later) / len(later), 5) if later else None,
     }
-    return HeadTrainStats(seconds=seconds, examples=len(rows), steps=int(output.global_step), epochs=epochs,
-                          samples_per_second=len(rows) * epochs / max(seconds, 1e-9), details=details)
+    return HeadTrainStats(seconds=seconds, examples=examples, steps=int(output.global_step), epochs=epochs,
+                          samples_per_second=examples * epochs / max(seconds, 1e-9), details=details)
+
+
+class CachedHeadEncoder:
+    """``encode`` like the SentenceTransformer it wraps, with the frozen body's outputs read from
+    the feature cache: evaluating a head model runs the backbone only over texts never seen."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.key = features_key(model)
+        self.status: list[str] = []
+
+    def encode(self, sentences, batch_size: int = 32, show_progress_bar: bool | None = None,
+               convert_to_tensor: bool = False, normalize_embeddings: bool = False, **_: Any):
+        texts = [sentences] if isinstance(sentences, str) else list(sentences)
+        cache = cached_features(self.key, texts, lambda todo: encode_body(self.model, todo, batch_size))
+        self.status.append(cache.status)
+        _, head = body_and_head(self.model)
+        with torch.inference_mode():
+            out = {"sentence_embedding": cache.features.to(self.model.device)}
+            for module in head:
+                out = module(out)
+            emb = out["sentence_embedding"]
+            if normalize_embeddings:
+                emb = nn.functional.normalize(emb, dim=-1)
+        emb = emb if convert_to_tensor else emb.cpu().numpy()
+        return emb[0] if isinstance(sentences, str) else emb
 
 
 # ---------------------------------------------------------------------------------------
@@ -229,13 +273,26 @@ def train_embedding_head(model, data, options: HeadOptions, config: RunConfig, *
 class HeadStrategy:
     name = "head"
     options = HeadOptions
+
+    @staticmethod
+    def reuse_pretrained(model: Any, task: Any, config: RunConfig) -> Any:
+        """A fresh model for another budget-sweep point from one loaded once: the frozen body is
+        shared (it never changes), the head is new. Classifiers train their own head: a copy."""
+        if config.task == "embedding":
+            from sentence_transformers import SentenceTransformer
+
+            return SentenceTransformer(modules=list(model), device=str(model.device))
+        import copy
+
+        return copy.deepcopy(model)
     check = staticmethod(check_head)
 
     @staticmethod
     def prepare(model: Any, task: Any, options: HeadOptions, config: RunConfig) -> Any:
         for p in task.modules(model).parameters():
             p.requires_grad_(False)
-        model = task.add_head(model, options.dim, activation=options.activation)
+        if config.task not in CLASSIFIER_TASKS:  # a classifier already has its head
+            model = task.add_head(model, options.dim, activation=options.activation)
         for m in task.head_modules(model):
             for p in m.parameters():
                 p.requires_grad_(True)
@@ -244,4 +301,13 @@ class HeadStrategy:
     @staticmethod
     def train(model: Any, task: Any, data: Any, options: HeadOptions, config: RunConfig, *, workdir: Path,
               callbacks: list | None = None) -> HeadTrainStats:
+        if config.task in CLASSIFIER_TASKS:
+            from tunewise.strategies.head_classify import train_classifier_head
+
+            return train_classifier_head(model, task, data, options, config, workdir=workdir, callbacks=callbacks)
         return train_embedding_head(model, data, options, config, workdir=workdir, callbacks=callbacks)
+
+    @staticmethod
+    def eval_model(model: Any, task: Any, options: HeadOptions, config: RunConfig) -> Any:
+        """What evaluation encodes with: the model, its body's outputs read from the feature cache."""
+        return CachedHeadEncoder(model) if options.cache and config.task == "embedding" else model

@@ -264,10 +264,7 @@ class CausalLMTask:
             packing_strategy="bfd",
             save_strategy="no",
         )
-        # transformers 5 renamed gradient_checkpointing (TRL defaults it to True): say it explicitly.
-        names = {f.name for f in dataclasses.fields(SFTConfig)}
-        kwargs["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = (
-            tc.gradient_checkpointing)
+        # common_training_kwargs sets (activation|gradient)_checkpointing: TRL defaults it to True
         kwargs.update(extra_args)
         args = SFTConfig(**kwargs)
         for name in ("trl", "transformers.trainer"):

@@ -131,6 +131,20 @@ class ClassificationTask:
                 batch["labels"] = torch.tensor(labels[start:start + batch_size])
             yield dict(batch)
 
+    # -- strategy head: cached head inputs -------------------------------------------------
+    def feature_keys(self, texts: list[str]) -> list[str]:
+        return list(texts)
+
+    def feature_batches(self, texts: list[str], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        return self._batches(texts, None, batch_size)
+
+    def preprocessing(self) -> dict[str, Any]:
+        from tunewise.strategies.feature_cache import texts_fingerprint
+
+        vocab = sorted(self._tokenizer.get_vocab().items())
+        return {"tokenizer": type(self._tokenizer).__name__, "max_length": self._max_length,
+                "vocab": texts_fingerprint([f"{k}\t{v}" for k, v in vocab])}
+
     @torch.inference_mode()
     def predict(self, model, texts: list[str], batch_size: int = 64) -> list[int]:
         """Predicted class indices of ``texts``."""

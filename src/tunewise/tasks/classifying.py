@@ -154,7 +154,6 @@ def training_arguments(config: RunConfig, workdir: Path, device: str, *, evaluat
     kwargs: dict[str, Any] = dict(
         **common_training_kwargs(config, workdir, device),
         per_device_eval_batch_size=config.eval.batch_size,
-        gradient_checkpointing=tc.gradient_checkpointing,
         remove_unused_columns=False,
         eval_strategy="epoch" if evaluate else "no",
         save_strategy="epoch" if early else "no",

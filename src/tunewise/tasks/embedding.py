@@ -35,7 +35,6 @@ def training_arguments(config: RunConfig, workdir: Path, device: str, *, in_batc
     kwargs: dict[str, Any] = dict(
         **common_training_kwargs(config, workdir, device),
         batch_sampler=BatchSamplers.NO_DUPLICATES if in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
-        gradient_checkpointing=tc.gradient_checkpointing,
         eval_strategy="epoch" if evaluate else "no",
         save_strategy="epoch" if early else "no",
         save_total_limit=2 if early else None,

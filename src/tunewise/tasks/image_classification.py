@@ -109,6 +109,19 @@ class ImageClassificationTask:
     def head_modules(self, model) -> list:
         return [head_linear(model, len(self._classes or []))]
 
+    # -- strategy head: cached head inputs -------------------------------------------------
+    def feature_keys(self, paths: list[Path]) -> list[str]:
+        """One key per image: its content hash (a renamed file hits, an edited one misses)."""
+        import hashlib
+
+        return [f"image:{hashlib.sha256(Path(p).read_bytes()).hexdigest()}" for p in paths]
+
+    def feature_batches(self, paths: list[Path], batch_size: int):
+        return encode_batches(ImageDataset(paths, None, self._pre), batch_size, "encoding training images")
+
+    def preprocessing(self) -> dict[str, Any]:
+        return dataclasses.asdict(self._pre)  # size, mean, std: no augmentation for cached features
+
     @torch.inference_mode()
     def predict(self, model, paths: list[Path], batch_size: int, progress: bool = True) -> list[int]:
         device = next(model.parameters()).device

@@ -30,8 +30,16 @@ def precision_flags(precision: str, device: str) -> dict[str, bool]:
 def common_training_kwargs(config: RunConfig, workdir: Path, device: str) -> dict[str, Any]:
     """TrainingArguments fields shared by every task (transformers, sentence-transformers, TRL)."""
     tc = config.train
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    # transformers 5 renamed gradient_checkpointing (the old name warns on every run)
+    names = {f.name for f in fields(TrainingArguments)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return dict(
         output_dir=str(workdir),
+        **{checkpointing: tc.gradient_checkpointing},
         num_train_epochs=tc.epochs,
         per_device_train_batch_size=tc.batch_size,
         learning_rate=tc.learning_rate,
