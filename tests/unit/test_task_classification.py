@@ -254,3 +254,26 @@ def test_head_strategy_trains_only_the_classifier_on_cached_features(tiny_bert, 
     with pytest.raises(TunewiseError, match="strategy.dim: a classifier's head is its final linear layer"):
         run(tmp_path / "c", "strategy={name: head, dim: 8}")
     assert not (tmp_path / "c").exists()
+
+
+def test_budget_points_start_from_the_probe_fitted_on_their_own_subset(tiny_bert, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from tunewise.budget import run_budget
+    from tunewise.tasks.classification import ClassificationTask
+
+    data = _texts_file(tmp_path / "texts.jsonl")
+    seen: list[int] = []
+    original = ClassificationTask.init_head
+
+    def spy(self, model, subset, config):
+        seen.append(len(subset.train))
+        return original(self, model, subset, config)
+
+    monkeypatch.setattr(ClassificationTask, "init_head", spy)
+    cfg = {"task": "classification", "model": str(tiny_bert), "data": {"train": str(data), "eval_fraction": 0.25},
+           "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-4}}
+    result = run_budget(cfg, sizes=[9, 18], seeds=1, time_sweep=False, output_dir=tmp_path / "b", console=Console(quiet=True))
+    assert sorted(seen) == [9, 18]
+    # starting from the probe, a short fine-tune stays near the probe's accuracy, not at chance (1/3)
+    assert all(p.metric_after > 0.5 for p in result.points)

@@ -322,3 +322,26 @@ def test_timm_backbone_from_a_local_folder_trains_and_saves(tmp_path):
         assert 0 <= m["after"][m["primary_metric"]] <= 1
     model, meta = load_classifier(str(tmp_path / "image-classification"), ["a", "b", "c"])  # the saved run loads back
     assert meta.kind == "timm"
+
+
+def test_head_strategy_for_image_search_trains_a_projection_on_cached_features(tiny_resnet, tmp_path, monkeypatch):
+    from tunewise.run import fit
+    from tunewise.tasks.image_embedding import ImageSearchTask
+
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
+    folder = image_folder(tmp_path / "imgs")
+    m = fit(_cfg("image-search", tiny_resnet, folder, tmp_path / "a", "strategy={name: head, dim: 8}", "train.epochs=3"),
+            console=Console(quiet=True)).metrics
+    s = m["strategy"]
+    assert s["details"]["feature_cache"]["status"] == "miss" and len(s["details"]["epoch_losses"]) == 3
+    assert s["trainable_params"] == s["total_params"] - sum(  # only the new projection trains
+        p.numel() for p in ImageSearchTask().load_model(_cfg("image-search", tiny_resnet, folder, tmp_path / "x"), "cpu").parameters())
+    again = fit(_cfg("image-search", tiny_resnet, folder, tmp_path / "b", "strategy={name: head, dim: 8}", "train.epochs=3"),
+                console=Console(quiet=True)).metrics
+    assert again["strategy"]["details"]["feature_cache"]["status"] == "hit" and again["after"] == m["after"]
+    # the saved run loads with its projection: 8-dimensional embeddings
+    task = ImageSearchTask()
+    cfg = _cfg("image-search", tmp_path / "a", folder, tmp_path / "c")
+    task.prepare_data(cfg)
+    model = task.load_model(cfg, "cpu")
+    assert model.projection is not None and model.projection.out_features == 8

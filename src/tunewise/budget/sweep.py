@@ -121,13 +121,18 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     primary = cfg.eval.primary
     run_cfg = point_config(cfg, job.seed, job.epochs if job.kind == "time" else None)
     strategy, options = resolve_strategy(run_cfg)
-    model = strategy.prepare(_pretrained(task, run_cfg, device, strategy), task, options, run_cfg)
     subset = task.subset(data, list(job.indices))
+    model = _pretrained(task, run_cfg, device, strategy)
+    # As in fit: a classifier starts from the linear probe fitted on its (subset of) training items;
+    # that pass over the items is part of what the budget costs, so it counts as training time.
+    init_head = getattr(task, "init_head", None)
+    probe_seconds = init_head(model, subset, run_cfg) if init_head is not None and run_cfg.classify.init_head else 0.0
+    model = strategy.prepare(model, task, options, run_cfg)
     base = {"strategy": run_cfg.strategy_name, "device": device}
     with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as workdir:
         if job.kind == "time":
             def on_curve(cp: CurvePoint) -> None:
-                emit(BudgetPoint(job.size, job.seed, metric_before, cp.metric, cp.train_seconds, cp.eval_seconds,
+                emit(BudgetPoint(job.size, job.seed, metric_before, cp.metric, cp.train_seconds + probe_seconds, cp.eval_seconds,
                                  epoch=cp.epoch, kind="time",
                                  extra={**base, "step": cp.step, "final": cp.final, "run_epochs": job.epochs,
                                         "metrics": cp.metrics}))
@@ -141,7 +146,7 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
         stats, _ = _train_with_strategy(strategy, options, task, model, subset, run_cfg,
                                         workdir=Path(workdir), callbacks=None)
     after = task.evaluate(eval_model(strategy, model, task, options, run_cfg), subset, run_cfg)
-    emit(BudgetPoint(job.size, job.seed, metric_before, float(after.metrics[primary]), float(stats.seconds),
+    emit(BudgetPoint(job.size, job.seed, metric_before, float(after.metrics[primary]), float(stats.seconds) + probe_seconds,
                      float(after.seconds), extra={**base, "steps": stats.steps, "epochs": stats.epochs,
                                                   "samples_per_second": round(stats.samples_per_second, 3),
                                                   "metrics": after.metrics}))

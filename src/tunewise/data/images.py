@@ -266,3 +266,10 @@ def encode_batches(dataset: ImageDataset, batch_size: int, desc: str = "encoding
             items = [dataset.image(i) for i in range(start, min(start + batch_size, len(dataset)))]
             bar.advance(task, len(items))
             yield {"pixel_values": torch.stack(items)}
+
+
+def image_content_keys(paths: list[Path]) -> list[str]:
+    """One feature-cache key per image: its content hash (a renamed file hits, an edited one misses)."""
+    import hashlib
+
+    return [f"image:{hashlib.sha256(Path(p).read_bytes()).hexdigest()}" for p in paths]

@@ -19,7 +19,8 @@ def resolve_model(name: str | None) -> str:
     if path.exists():
         if not path.is_dir():
             raise TunewiseError(f"model: {name} is a file; give the model folder (with config.json)")
-        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+        markers = ("config.json", "modules.json", "tunewise_vision.json")  # HF, sentence-transformers, tunewise vision
+        if not any((path / m).is_file() for m in markers):
             raise TunewiseError(f"model: {name} has no config.json or modules.json; is it a saved model folder?")
         return str(path)
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name

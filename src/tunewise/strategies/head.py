@@ -68,6 +68,12 @@ CLASSIFIER_TASKS = ("classification", "image-classification")
 
 
 def check_head(options: HeadOptions, config: RunConfig) -> None:
+    if config.task == "image-search":
+        if options.activation != "identity":
+            raise TunewiseError("strategy.activation: image search trains a linear projection; drop strategy.activation")
+        if config.train.early_stopping_patience is not None:
+            raise TunewiseError("train.early_stopping_patience: not supported with strategy head; leave it out")
+        return
     if config.task in CLASSIFIER_TASKS:
         if options.dim is not None or options.activation != "identity":
             which = "dim" if options.dim is not None else "activation"
@@ -305,6 +311,10 @@ class HeadStrategy:
             from tunewise.strategies.head_classify import train_classifier_head
 
             return train_classifier_head(model, task, data, options, config, workdir=workdir, callbacks=callbacks)
+        if config.task == "image-search":
+            from tunewise.strategies.head_classify import train_image_search_head
+
+            return train_image_search_head(model, task, data, options, config, workdir=workdir, callbacks=callbacks)
         return train_embedding_head(model, data, options, config, workdir=workdir, callbacks=callbacks)
 
     @staticmethod

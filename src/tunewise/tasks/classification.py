@@ -26,6 +26,7 @@ from tunewise.tasks.classifying import (
     ClassificationResult,
     compute_metrics_fn,
     details_file,
+    fit_probe_into_head,
     head_linear,
     linear_probe_baseline,
     merged_for_saving,
@@ -177,6 +178,12 @@ class ClassificationTask:
                                        lambda: self.evaluate(model, data, config))
         self._before, self._after = result, None
         return result
+
+    def init_head(self, model, data: LabeledData[str], config: RunConfig) -> float:
+        """Start from the linear probe fitted on ``data``'s training texts (as after the baseline); seconds."""
+        device = str(next(model.parameters()).device)
+        return fit_probe_into_head(model, data.n_classes, self._batches(data.train, None, config.eval.batch_size),
+                                   data.train_labels, config, device)
 
     # -- training -----------------------------------------------------------------------
     def train(self, model, data: LabeledData[str], config: RunConfig, *, workdir: Path,

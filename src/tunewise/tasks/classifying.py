@@ -108,7 +108,11 @@ def fit_probe(features: torch.Tensor, labels: Sequence[int], n_classes: int, c: 
     # scale at a tenth of the mean scale, else a small shift in training mode explodes logits.
     sigma = sigma.clip(min=0.1 * sigma.mean() + 1e-8)
     clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    clf.fit((x - mu) / sigma, list(labels))
+    import warnings
+
+    with warnings.catch_warnings():  # a small budget point can have fewer items than twice the classes
+        warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
+        clf.fit((x - mu) / sigma, list(labels))
     weight = torch.zeros(n_classes, x.shape[1], dtype=torch.float64)
     bias = torch.full((n_classes,), -1e4, dtype=torch.float64)  # classes unseen in training never win
     coef, intercept = torch.from_numpy(clf.coef_), torch.from_numpy(clf.intercept_)
@@ -121,19 +125,30 @@ def fit_probe(features: torch.Tensor, labels: Sequence[int], n_classes: int, c: 
     return weight.float(), bias.float()
 
 
-def linear_probe_baseline(model: nn.Module, n_classes: int, train_batches: Iterable[dict], train_labels: Sequence[int],
-                          config: RunConfig, device: str, evaluate: Callable[[], ClassificationResult]) -> ClassificationResult:
-    """Fit the head on frozen features, score it, and keep it when ``classify.init_head``."""
+def fit_probe_into_head(model: nn.Module, n_classes: int, train_batches: Iterable[dict], train_labels: Sequence[int],
+                        config: RunConfig, device: str) -> float:
+    """Fit a logistic-regression head on the frozen features and write it into the model's head.
+
+    Returns:
+        The seconds it took (a backbone pass over the training items plus the fit).
+    """
     head = head_linear(model, n_classes)
     start = time.perf_counter()
     features = head_inputs(model, head, train_batches, device)
     weight, bias = fit_probe(features, train_labels, n_classes, config.classify.baseline_c, config.seed)
-    fit_seconds = time.perf_counter() - start
-    saved = (head.weight.detach().clone(), None if head.bias is None else head.bias.detach().clone())
     with torch.no_grad():
         head.weight.copy_(weight.to(head.weight.device, head.weight.dtype))
         if head.bias is not None:
             head.bias.copy_(bias.to(head.bias.device, head.bias.dtype))
+    return time.perf_counter() - start
+
+
+def linear_probe_baseline(model: nn.Module, n_classes: int, train_batches: Iterable[dict], train_labels: Sequence[int],
+                          config: RunConfig, device: str, evaluate: Callable[[], ClassificationResult]) -> ClassificationResult:
+    """Fit the head on frozen features, score it, and keep it when ``classify.init_head``."""
+    head = head_linear(model, n_classes)
+    saved = (head.weight.detach().clone(), None if head.bias is None else head.bias.detach().clone())
+    fit_seconds = fit_probe_into_head(model, n_classes, train_batches, train_labels, config, device)
     result = evaluate()
     result.seconds += fit_seconds
     result.details["baseline"] = "logistic regression on frozen features (the head's inputs)"

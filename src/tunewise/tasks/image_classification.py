@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tunewise.config import RunConfig
-from tunewise.data.images import ImageDataset, Preprocess, encode_batches, read_image_records
+from tunewise.data.images import ImageDataset, Preprocess, encode_batches, image_content_keys, read_image_records
 from tunewise.data.labeled import LabeledData, split_labeled
 from tunewise.errors import TunewiseError
 from tunewise.models.vision import LogitsClassifier, VisionMeta, frozen_batchnorm, load_classifier, save_network
@@ -26,6 +26,7 @@ from tunewise.tasks.classifying import (
     ClassificationResult,
     compute_metrics_fn,
     details_file,
+    fit_probe_into_head,
     head_linear,
     linear_probe_baseline,
     merged_for_saving,
@@ -111,10 +112,7 @@ class ImageClassificationTask:
 
     # -- strategy head: cached head inputs -------------------------------------------------
     def feature_keys(self, paths: list[Path]) -> list[str]:
-        """One key per image: its content hash (a renamed file hits, an edited one misses)."""
-        import hashlib
-
-        return [f"image:{hashlib.sha256(Path(p).read_bytes()).hexdigest()}" for p in paths]
+        return image_content_keys(paths)
 
     def feature_batches(self, paths: list[Path], batch_size: int):
         return encode_batches(ImageDataset(paths, None, self._pre), batch_size, "encoding training images")
@@ -152,6 +150,12 @@ class ImageClassificationTask:
                                        lambda: self.evaluate(model, data, config))
         self._before, self._after = result, None
         return result
+
+    def init_head(self, model, data: LabeledData[Path], config: RunConfig) -> float:
+        """Start from the linear probe fitted on ``data``'s training images (as after the baseline); seconds."""
+        device = str(next(model.parameters()).device)
+        batches = encode_batches(ImageDataset(data.train, None, self._pre), config.eval.batch_size, "encoding training images")
+        return fit_probe_into_head(model, data.n_classes, batches, data.train_labels, config, device)
 
     def train(self, model, data: LabeledData[Path], config: RunConfig, *, workdir: Path,
               callbacks: list | None = None, param_groups: list | None = None, **extra_args: Any) -> TrainStats:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunewise.config import RunConfig
-from tunewise.data.images import ImageDataset, Preprocess, encode_batches
+from tunewise.data.images import ImageDataset, Preprocess, encode_batches, image_content_keys
 from tunewise.data.labeled import LabeledData
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
@@ -161,6 +161,29 @@ class ImageSearchTask:
 
     def head_modules(self, model: ImageEncoder) -> list:
         return [model.projection] if model.projection is not None else []
+
+    def add_head(self, model: ImageEncoder, dim: int | None, activation: str = "identity") -> ImageEncoder:
+        """Strategy head: a projection to ``dim`` (default: the feature size), if there is none yet."""
+        if model.projection is None:
+            assert self._meta is not None
+            with torch.random.fork_rng():
+                torch.manual_seed(0)  # the same head every run
+                model.projection = nn.Linear(self._meta.dim, dim or self._meta.dim).to(next(model.parameters()).device)
+                nn.init.orthogonal_(model.projection.weight)
+                nn.init.zeros_(model.projection.bias)
+        elif dim is not None and dim != model.projection.out_features:
+            raise TunewiseError(f"strategy.dim: the model already projects to {model.projection.out_features}; drop strategy.dim")
+        return model
+
+    # -- strategy head: cached pooled features -------------------------------------------
+    def feature_keys(self, paths: list[Path]) -> list[str]:
+        return image_content_keys(paths)
+
+    def feature_batches(self, paths: list[Path], batch_size: int):
+        return encode_batches(ImageDataset(paths, None, self._pre), batch_size, "encoding training images")
+
+    def preprocessing(self) -> dict[str, Any]:
+        return dataclasses.asdict(self._pre)  # size, mean, std: no augmentation for cached features
 
     @torch.inference_mode()
     def embed(self, model: ImageEncoder, paths: list[Path], batch_size: int, progress: bool = True) -> torch.Tensor:
