@@ -57,8 +57,23 @@ def display_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+class CachedImageFeatures:
+    """What strategy head needs of an image task (see :mod:`tunewise.strategies.head_classify`)."""
+
+    _pre: Preprocess | None
+
+    def feature_keys(self, paths: list[Path]) -> list[str]:
+        return image_content_keys(paths)
+
+    def feature_batches(self, paths: list[Path], batch_size: int):
+        return encode_batches(ImageDataset(paths, None, self._pre), batch_size, "encoding training images")
+
+    def preprocessing(self) -> dict[str, Any]:
+        return dataclasses.asdict(self._pre)  # size, mean, std: no augmentation for cached features
+
+
 @TASKS.register("image-classification")
-class ImageClassificationTask:
+class ImageClassificationTask(CachedImageFeatures):
     """Fine-tune a vision backbone with a classification head: image -> one of N labels."""
 
     name = "image-classification"
@@ -109,16 +124,6 @@ class ImageClassificationTask:
 
     def head_modules(self, model) -> list:
         return [head_linear(model, len(self._classes or []))]
-
-    # -- strategy head: cached head inputs -------------------------------------------------
-    def feature_keys(self, paths: list[Path]) -> list[str]:
-        return image_content_keys(paths)
-
-    def feature_batches(self, paths: list[Path], batch_size: int):
-        return encode_batches(ImageDataset(paths, None, self._pre), batch_size, "encoding training images")
-
-    def preprocessing(self) -> dict[str, Any]:
-        return dataclasses.asdict(self._pre)  # size, mean, std: no augmentation for cached features
 
     @torch.inference_mode()
     def predict(self, model, paths: list[Path], batch_size: int, progress: bool = True) -> list[int]:

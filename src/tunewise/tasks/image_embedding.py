@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunewise.config import RunConfig
-from tunewise.data.images import ImageDataset, Preprocess, encode_batches, image_content_keys
+from tunewise.data.images import ImageDataset, Preprocess, encode_batches
 from tunewise.data.labeled import LabeledData
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
@@ -33,7 +33,7 @@ from tunewise.evaluate.search import top_k
 from tunewise.models.vision import VisionMeta, frozen_batchnorm, load_features, save_network
 from tunewise.tasks.base import TASKS, TrainStats
 from tunewise.tasks.classifying import merged_for_saving, run_trainer
-from tunewise.tasks.image_classification import display_name, prepare_labeled_images, preprocess
+from tunewise.tasks.image_classification import CachedImageFeatures, display_name, prepare_labeled_images, preprocess
 from tunewise.tasks.image_losses import build_loss
 
 PROJECTION_FILE = "projection.safetensors"
@@ -96,7 +96,7 @@ def collate_pairs(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 
 @TASKS.register("image-search")
-class ImageSearchTask:
+class ImageSearchTask(CachedImageFeatures):
     """Fine-tune a vision backbone so that images retrieve images of their class."""
 
     name = "image-search"
@@ -174,16 +174,6 @@ class ImageSearchTask:
         elif dim is not None and dim != model.projection.out_features:
             raise TunewiseError(f"strategy.dim: the model already projects to {model.projection.out_features}; drop strategy.dim")
         return model
-
-    # -- strategy head: cached pooled features -------------------------------------------
-    def feature_keys(self, paths: list[Path]) -> list[str]:
-        return image_content_keys(paths)
-
-    def feature_batches(self, paths: list[Path], batch_size: int):
-        return encode_batches(ImageDataset(paths, None, self._pre), batch_size, "encoding training images")
-
-    def preprocessing(self) -> dict[str, Any]:
-        return dataclasses.asdict(self._pre)  # size, mean, std: no augmentation for cached features
 
     @torch.inference_mode()
     def embed(self, model: ImageEncoder, paths: list[Path], batch_size: int, progress: bool = True) -> torch.Tensor:
