@@ -159,3 +159,14 @@ def test_recommend_when_nothing_improved():
 def test_recommend_rejects_negative_price():
     with pytest.raises(TunewiseError, match="--price-per-hour"):
         recommend(_data_sweep(), None, price_per_hour=-1)
+
+
+def test_budgets_below_the_pretrained_score_never_set_the_knee():
+    # As measured on the digits classifier: epochs 1-5 hover around the frozen-feature baseline
+    # (a tiny positive ROI at epoch 4, then a dip), then the metric climbs for good.
+    rel = [-0.29, -0.11, -0.14, 0.002, -0.04, 0.08, 0.054, 0.067, 0.089, 0.096, 0.107, 0.15]
+    times = summarize_points([_p(300, 0, 0.83 * (1 + r), secs=1.5 * e, epoch=e, kind="time", before=0.83)
+                              for e, r in enumerate(rel, start=1)])
+    rec = recommend(None, times)
+    assert rec.epochs == 12 and rec.time_knee is None  # not epoch 5, where the metric was below "before"
+    assert "12 epochs give +15.0%" in rec.text

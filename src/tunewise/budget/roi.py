@@ -303,7 +303,7 @@ def recommend(
                 "with this setup."
             )
         else:
-            knee = find_knee([r.size for r in data], [r.roi for r in data], drop)
+            knee = find_knee([r.size for r in data], _gaining_rois(data), drop)
             chosen = data[knee] if knee is not None else data[-1]
             share = chosen.mean_rel_improvement / best.mean_rel_improvement
             rec.update(items=chosen.size, data_knee=knee, gain_share=share)
@@ -339,7 +339,7 @@ def recommend(
 
     if times:
         t_best = max(times, key=lambda r: r.mean_rel_improvement)
-        t_knee = find_knee([r.mean_seconds for r in times], [r.roi for r in times], drop)
+        t_knee = find_knee([r.mean_seconds for r in times], _gaining_rois(times), drop)
         chosen_t = times[t_knee] if t_knee is not None else t_best
         # Past the best epoch the metric only falls: never advise training beyond it.
         if chosen_t.mean_seconds > t_best.mean_seconds:
@@ -365,6 +365,15 @@ def recommend(
         text = "No finished budget points yet: run a sweep first."
     text = " ".join([text, *warnings]).strip()
     return Recommendation(text=text, warnings=warnings, **rec)
+
+
+def _gaining_rois(rows: Sequence[SizeSummary]) -> list[float]:
+    """ROI where the budget improved on the pre-trained model, NaN (skipped by the knee) elsewhere.
+
+    A budget that is still below the pre-trained score has no return to fall from: counting a
+    tiny positive ROI just above zero as the peak would put the knee at the next dip.
+    """
+    return [r.roi if r.mean_rel_improvement > 0 else math.nan for r in rows]
 
 
 def _warn_negative(rows: Sequence[SizeSummary], unit: str, out: list[str], metric: str) -> None:
