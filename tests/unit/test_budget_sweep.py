@@ -159,7 +159,7 @@ def test_sigkill_then_rerun_runs_only_missing_points(config, tmp_path):
 
     result = runner.invoke(app, _cli_args(config, out))
     assert result.exit_code == 0, result.output
-    assert f"{6 - done} runs now, {done} points reused" in " ".join(result.output.split())
+    assert f"{6 - done} runs now (local backend), {done} points reused" in " ".join(result.output.split())
     keys = [(p["size"], p["seed"]) for p in map(json.loads, store_file.read_text().splitlines()[1:]) if p]
     assert sorted(keys) == [(s, k) for s in (6, 12, 24) for k in range(2)]  # none ran twice
     assert store_file.read_text().splitlines()[1:len(lines_before) + 1] == lines_before  # old lines untouched

@@ -14,7 +14,7 @@ from typing import Any
 
 from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult, forecast, labels_for_target
 from tunewise.budget.forecast import validate_forecast
-from tunewise.budget.roi import BudgetPoint, Recommendation, SizeSummary, find_knee, recommend, summarize_points
+from tunewise.budget.roi import BudgetPoint, Recommendation, SizeSummary, recommend, summarize_points
 from tunewise.errors import TunewiseError
 
 
@@ -155,10 +155,7 @@ def _clean(value: Any) -> Any:
 def summary_dict(result: BudgetResult, drop: float = 0.70) -> dict[str, Any]:
     """The numbers of the report as JSON (``summary.json``)."""
     fc = result.forecast
-    data_knee = find_knee([r.size for r in result.data_summary], [r.roi for r in result.data_summary], drop) \
-        if result.data_summary else None
-    time_knee = find_knee([r.mean_seconds for r in result.time_summary], [r.roi for r in result.time_summary], drop) \
-        if result.time_summary else None
+    data_knee, time_knee = result.recommendation.data_knee, result.recommendation.time_knee  # as advised
     out = {
         "metric": result.metric,
         "metric_before": result.metric_before,
@@ -176,5 +173,6 @@ def summary_dict(result: BudgetResult, drop: float = 0.70) -> dict[str, Any]:
         "target": None if result.target is None else dataclasses.asdict(result.target),
         "cost": result.cost,
         "warnings": result.warnings,
+        "backend": result.backend,
     }
     return _clean(out)

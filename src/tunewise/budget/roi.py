@@ -303,7 +303,7 @@ def recommend(
                 "with this setup."
             )
         else:
-            knee = find_knee([r.size for r in data], _gaining_rois(data), drop)
+            knee = find_knee([r.size for r in data], gaining_rois(data), drop)
             chosen = data[knee] if knee is not None else data[-1]
             share = chosen.mean_rel_improvement / best.mean_rel_improvement
             rec.update(items=chosen.size, data_knee=knee, gain_share=share)
@@ -339,7 +339,7 @@ def recommend(
 
     if times:
         t_best = max(times, key=lambda r: r.mean_rel_improvement)
-        t_knee = find_knee([r.mean_seconds for r in times], _gaining_rois(times), drop)
+        t_knee = find_knee([r.mean_seconds for r in times], gaining_rois(times), drop)
         chosen_t = times[t_knee] if t_knee is not None else t_best
         # Past the best epoch the metric only falls: never advise training beyond it.
         if chosen_t.mean_seconds > t_best.mean_seconds:
@@ -367,7 +367,7 @@ def recommend(
     return Recommendation(text=text, warnings=warnings, **rec)
 
 
-def _gaining_rois(rows: Sequence[SizeSummary]) -> list[float]:
+def gaining_rois(rows: Sequence[SizeSummary]) -> list[float]:
     """ROI where the budget improved on the pre-trained model, NaN (skipped by the knee) elsewhere.
 
     A budget that is still below the pre-trained score has no return to fall from: counting a

@@ -112,7 +112,7 @@ def _show(result) -> None:
         console.print(f"[bold]forecast check:[/] {result.validation.text}")
     if result.target is not None:
         console.print(f"[bold]target:[/] {result.target.message}")
-    console.print(f"{result.ran} runs now, {result.reused} points reused; report: {result.report_path}")
+    console.print(f"{result.ran} runs now ({result.backend} backend), {result.reused} points reused; report: {result.report_path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -198,17 +198,17 @@ def plot_all(
     drop: float = 0.70,
 ) -> dict[str, Path]:
     """Every plot the available results allow, keyed by a short name, in ``out_dir``."""
-    from tunewise.budget.roi import find_knee
+    from tunewise.budget.roi import find_knee, gaining_rois
 
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     if data:
-        knee = find_knee([r.size for r in data], [r.roi for r in data], drop)
+        knee = find_knee([r.size for r in data], gaining_rois(data), drop)
         paths["improvement_vs_items"] = plot_improvement_vs_items(
             data, out / "improvement_vs_items.png", metric_name)
         paths["roi_vs_items"] = plot_roi_vs_items(data, out / "roi_vs_items.png", knee, drop)
     if time:
-        knee = find_knee([r.mean_seconds for r in time], [r.roi for r in time], drop)
+        knee = find_knee([r.mean_seconds for r in time], gaining_rois(time), drop)
         paths["improvement_vs_seconds"] = plot_improvement_vs_seconds(
             time, out / "improvement_vs_seconds.png", metric_name)
         paths["roi_vs_seconds"] = plot_roi_vs_seconds(time, out / "roi_vs_seconds.png", knee, drop)
