@@ -243,3 +243,11 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_llama, record, message,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "row 4" in err and len(err.splitlines()) == 1
     assert "Traceback" not in err
+
+
+def test_head_strategy_is_refused_for_a_causal_lm_with_the_reason():
+    from tunewise.strategies import resolve_strategy
+
+    cfg = load_config(values={"task": "causal_lm", "strategy.name": "head"})
+    with pytest.raises(TunewiseError, match="strategy head: a causal LM's head is its vocabulary projection.*use lora"):
+        resolve_strategy(cfg)

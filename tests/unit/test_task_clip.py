@@ -124,3 +124,29 @@ def test_clip_needs_a_model(tmp_path):
     cfg = load_config(None, ["task=clip"])
     with pytest.raises(TunewiseError, match="no packaged model"):
         ClipTask().load_model(cfg, "cpu")
+
+
+def test_head_strategy_trains_only_the_projections_on_cached_tower_outputs(tiny_clip, tmp_path, monkeypatch):
+    from transformers import CLIPModel
+
+    from tunewise.run import fit
+
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
+    data = caption_file(tmp_path / "d")
+
+    def run(out, *extra):
+        cfg = load_config(None, ["task=clip", f"model={tiny_clip}", f"data.train={data}", f"output_dir={out}",
+                                 "train.epochs=3", "train.batch_size=6", "eval.k=[1, 5]", "data.eval_fraction=0.25",
+                                 "strategy=head", *extra])
+        return fit(cfg, console=Console(quiet=True)).metrics
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    s = first["strategy"]
+    assert s["trainable_params"] == 16 * 8 * 2  # the two bias-free projections, 16 -> 8
+    assert s["details"]["feature_cache"]["status"] == "miss" and len(s["details"]["epoch_losses"]) == 3
+    assert second["strategy"]["details"]["feature_cache"]["status"] == "hit" and second["after"] == first["after"]
+    tuned, base = CLIPModel.from_pretrained(str(tmp_path / "a")), CLIPModel.from_pretrained(str(tiny_clip))
+    assert not torch.equal(tuned.text_projection.weight, base.text_projection.weight)
+    torch.testing.assert_close(tuned.vision_model.state_dict(), base.vision_model.state_dict())  # frozen
+    with pytest.raises(TunewiseError, match="strategy.dim: CLIP's heads are its two projections"):
+        run(tmp_path / "c", "strategy={name: head, dim: 4}")

@@ -68,6 +68,14 @@ CLASSIFIER_TASKS = ("classification", "image-classification")
 
 
 def check_head(options: HeadOptions, config: RunConfig) -> None:
+    if config.task == "clip":
+        if options.dim is not None or options.activation != "identity":
+            which = "dim" if options.dim is not None else "activation"
+            raise TunewiseError(f"strategy.{which}: CLIP's heads are its two projections into the shared space; "
+                                f"drop strategy.{which}")
+        if config.train.early_stopping_patience is not None:
+            raise TunewiseError("train.early_stopping_patience: not supported with strategy head; leave it out")
+        return
     if config.task == "image-search":
         if options.activation != "identity":
             raise TunewiseError("strategy.activation: image search trains a linear projection; drop strategy.activation")
@@ -82,8 +90,12 @@ def check_head(options: HeadOptions, config: RunConfig) -> None:
         if config.train.early_stopping_patience is not None:
             raise TunewiseError("train.early_stopping_patience: not supported with strategy head; leave it out")
         return
+    if config.task == "causal_lm":
+        raise TunewiseError("strategy head: a causal LM's head is its vocabulary projection, tied to the input "
+                            "embeddings in small LLMs, so no frozen backbone output can be cached; use lora "
+                            "(default), qlora, partial or full")
     if config.task != "embedding":
-        raise TunewiseError(f"strategy head: not available for task '{config.task}' yet; use strategy: partial or full")
+        raise TunewiseError(f"strategy head: not available for task '{config.task}'; use strategy: partial or full")
     if config.train.loss not in _HEAD_LOSSES:
         raise TunewiseError(f"train.loss: strategy head trains on cached features with mnrl; '{config.train.loss}' "
                             "is not supported there (use train.loss: mnrl or strategy: partial)")
@@ -297,7 +309,7 @@ class HeadStrategy:
     def prepare(model: Any, task: Any, options: HeadOptions, config: RunConfig) -> Any:
         for p in task.modules(model).parameters():
             p.requires_grad_(False)
-        if config.task not in CLASSIFIER_TASKS:  # a classifier already has its head
+        if config.task not in (*CLASSIFIER_TASKS, "clip"):  # classifiers and CLIP have their heads
             model = task.add_head(model, options.dim, activation=options.activation)
         for m in task.head_modules(model):
             for p in m.parameters():
@@ -311,6 +323,10 @@ class HeadStrategy:
             from tunewise.strategies.head_classify import train_classifier_head
 
             return train_classifier_head(model, task, data, options, config, workdir=workdir, callbacks=callbacks)
+        if config.task == "clip":
+            from tunewise.strategies.head_classify import train_clip_head
+
+            return train_clip_head(model, task, data, options, config, workdir=workdir, callbacks=callbacks)
         if config.task == "image-search":
             from tunewise.strategies.head_classify import train_image_search_head
 

@@ -1,4 +1,4 @@
-"""``head`` for classifiers (text, image) and image search: the backbone frozen, only a linear head trains.
+"""``head`` for classifiers, image search and CLIP: the backbone frozen, only linear heads train.
 
 The features that layer sees are computed once per input and kept in the feature cache
 (:mod:`tunewise.strategies.feature_cache`), keyed by every weight except the head's and by
@@ -9,7 +9,8 @@ the backbone. Training starts from the classifier's current head: after the task
 baseline, that is the logistic-regression probe (``classify.init_head``).
 
 Image search trains its projection (added when the model has none) with the task's metric
-loss on same-class pairs of cached pooled features.
+loss on same-class pairs of cached pooled features. CLIP trains its two projections on the
+towers' cached pooled outputs with its symmetric contrastive loss (logit scale kept).
 
 A task plugs in with ``head_modules(model)`` (the final linear layer), ``feature_keys(inputs)``
 (one string per input), ``feature_batches(inputs, batch_size)`` (model inputs, no labels)
@@ -18,6 +19,7 @@ and ``preprocessing()`` (what turns an input into those batches).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -66,13 +68,34 @@ def _EpochTimer(seconds: list[float]):
     return EpochTimer()
 
 
+def train_head_module(module: nn.Module, dataset: Any, options: Any, config: RunConfig, *, device: str, workdir: Path,
+                      epoch_seconds: list[float], callbacks: list | None = None, collator: Any = None):
+    """Train a head-over-cached-features module with the transformers Trainer; (trainer, output, seconds)."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from tunewise.strategies.head import _single_thread
+
+    args = TrainingArguments(
+        output_dir=str(workdir), num_train_epochs=config.train.epochs, per_device_train_batch_size=config.train.batch_size,
+        learning_rate=options.head_lr, warmup_steps=config.train.warmup_ratio, weight_decay=config.train.weight_decay,
+        seed=config.seed, data_seed=config.seed, logging_strategy="epoch", report_to="none", save_strategy="no",
+        use_cpu=not device.startswith("cuda"), dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
+    )
+    trainer = Trainer(model=module, args=args, train_dataset=dataset, data_collator=collator,
+                      callbacks=[_EpochTimer(epoch_seconds), *(callbacks or [])])
+    trainer.remove_callback(PrinterCallback)  # no raw log dicts on the console
+    start = time.perf_counter()
+    with _single_thread(device):
+        output = trainer.train()
+    return trainer, output, time.perf_counter() - start
+
+
 def train_classifier_head(model: nn.Module, task: Any, data: Any, options: Any, config: RunConfig, *,
                           workdir: Path, callbacks: list | None = None):
     """Cache the head's inputs for every training item, then train the head on them."""
     from datasets import Dataset
-    from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    from tunewise.strategies.head import _single_thread, head_train_stats
+    from tunewise.strategies.head import head_train_stats
     from tunewise.tasks.classifying import head_inputs
 
     (head,) = task.head_modules(model)
@@ -88,19 +111,9 @@ def train_classifier_head(model: nn.Module, task: Any, data: Any, options: Any, 
     module = LinearOverFeatures(head, cache.features.to(device))
     dataset = Dataset.from_dict({"rows": list(range(len(keys))), "labels": list(data.train_labels)})
     epoch_seconds: list[float] = []
-    args = TrainingArguments(
-        output_dir=str(workdir), num_train_epochs=config.train.epochs, per_device_train_batch_size=config.train.batch_size,
-        learning_rate=options.head_lr, warmup_steps=config.train.warmup_ratio, weight_decay=config.train.weight_decay,
-        seed=config.seed, data_seed=config.seed, logging_strategy="epoch", report_to="none", save_strategy="no",
-        use_cpu=not device.startswith("cuda"), dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
-    )
-    trainer = Trainer(model=module, args=args, train_dataset=dataset, callbacks=[_EpochTimer(epoch_seconds), *(callbacks or [])])
-    trainer.remove_callback(PrinterCallback)
-    start = time.perf_counter()
-    with _single_thread(device):
-        output = trainer.train()
-    train_seconds = time.perf_counter() - start
-    return head_train_stats(cache, key, options, trainer, output, train_seconds, epoch_seconds, config,
+    trainer, output, seconds = train_head_module(module, dataset, options, config, device=device, workdir=workdir,
+                                                 epoch_seconds=epoch_seconds, callbacks=callbacks)
+    return head_train_stats(cache, key, options, trainer, output, seconds, epoch_seconds, config,
                             examples=len(keys), inputs={"inputs": len(keys)})
 
 
@@ -141,9 +154,7 @@ def _collate_pairs(items: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]
 def train_image_search_head(model: nn.Module, task: Any, data: Any, options: Any, config: RunConfig, *,
                             workdir: Path, callbacks: list | None = None):
     """Cache pooled features of every training image, then train the projection on them."""
-    from transformers import PrinterCallback, Trainer, TrainingArguments
-
-    from tunewise.strategies.head import _single_thread, head_train_stats
+    from tunewise.strategies.head import head_train_stats
     from tunewise.tasks.image_losses import build_loss
 
     device = str(next(model.parameters()).device)
@@ -167,17 +178,64 @@ def train_image_search_head(model: nn.Module, task: Any, data: Any, options: Any
     loss_fn = build_loss(config.train.loss, config.image, projection.out_features, len(data.classes)).to(device)
     module = ProjectionOverFeatures(projection, loss_fn, cache.features.to(device))
     epoch_seconds: list[float] = []
-    args = TrainingArguments(
-        output_dir=str(workdir), num_train_epochs=config.train.epochs, per_device_train_batch_size=config.train.batch_size,
-        learning_rate=options.head_lr, warmup_steps=config.train.warmup_ratio, weight_decay=config.train.weight_decay,
-        seed=config.seed, data_seed=config.seed, logging_strategy="epoch", report_to="none", save_strategy="no",
-        use_cpu=not device.startswith("cuda"), dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
-    )
-    trainer = Trainer(model=module, args=args, train_dataset=_pairs(list(data.train_labels), config.seed),
-                      data_collator=_collate_pairs, callbacks=[_EpochTimer(epoch_seconds), *(callbacks or [])])
-    trainer.remove_callback(PrinterCallback)
-    start = time.perf_counter()
-    with _single_thread(device):
-        output = trainer.train()
-    return head_train_stats(cache, key, options, trainer, output, time.perf_counter() - start, epoch_seconds, config,
+    trainer, output, seconds = train_head_module(module, _pairs(list(data.train_labels), config.seed), options, config,
+                                                 device=device, workdir=workdir, epoch_seconds=epoch_seconds,
+                                                 callbacks=callbacks, collator=_collate_pairs)
+    return head_train_stats(cache, key, options, trainer, output, seconds, epoch_seconds, config,
                             examples=len(keys), inputs={"inputs": len(keys)})
+
+
+class ClipProjections(nn.Module):
+    """CLIP's projections over cached pooled tower outputs, with the symmetric contrastive loss."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, texts: torch.Tensor) -> None:
+        super().__init__()
+        self.visual, self.text = model.visual_projection, model.text_projection
+        self.scale = float(model.logit_scale.exp())
+        self.register_buffer("images", images, persistent=False)
+        self.register_buffer("texts", texts, persistent=False)
+
+    def forward(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        img = nn.functional.normalize(self.visual(self.images[rows]), dim=-1)  # (b, d)
+        txt = nn.functional.normalize(self.text(self.texts[rows]), dim=-1)  # (b, d)
+        logits = self.scale * txt @ img.T  # (b, b): caption i belongs with image i
+        target = torch.arange(len(rows), device=logits.device)
+        loss = (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+        return {"loss": loss}
+
+
+def train_clip_head(model: nn.Module, task: Any, data: Any, options: Any, config: RunConfig, *,
+                    workdir: Path, callbacks: list | None = None):
+    """Cache both towers' pooled outputs for the training pairs, then train the projections."""
+    from tunewise.data.images import image_content_keys
+    from tunewise.strategies.head import head_train_stats
+
+    device = str(next(model.parameters()).device)
+    head_ids = {id(p) for m in task.head_modules(model) for p in m.parameters()}
+    body = {n: t for n, t in model.state_dict(keep_vars=True).items() if id(t) not in head_ids}
+    weights, pre = tensors_fingerprint(body), task.preprocessing()
+    paths, captions = [p for p, _ in data.train], [c for _, c in data.train]
+    image_keys, text_keys = image_content_keys(paths), [f"text:{c}" for c in captions]
+    by_image, by_text = dict(zip(image_keys, paths)), dict(zip(text_keys, captions))
+    batch = config.eval.batch_size
+    was = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            images = cached_features(fingerprint(kind="clip-vision", weights=weights, preprocessing=pre), image_keys,
+                                     lambda todo: task.pooled_images(model, [by_image[k] for k in todo], batch),
+                                     use_cache=options.cache)
+            texts = cached_features(fingerprint(kind="clip-text", weights=weights, preprocessing=pre), text_keys,
+                                    lambda todo: task.pooled_texts(model, [by_text[k] for k in todo], batch),
+                                    use_cache=options.cache)
+    finally:
+        model.train(was)
+    module = ClipProjections(model, images.features.to(device), texts.features.to(device))
+    epoch_seconds: list[float] = []
+    trainer, output, seconds = train_head_module(module, [{"rows": i} for i in range(len(paths))], options, config,
+                                                 device=device, workdir=workdir, epoch_seconds=epoch_seconds,
+                                                 callbacks=callbacks)
+    both = dataclasses.replace(images, seconds=images.seconds + texts.seconds, encoded=images.encoded + texts.encoded,
+                               status=images.status if images.status == texts.status else f"images {images.status}, captions {texts.status}")
+    return head_train_stats(both, "", options, trainer, output, seconds, epoch_seconds, config,
+                            examples=len(paths), inputs={"inputs": len(image_keys) + len(text_keys)})

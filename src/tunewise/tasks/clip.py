@@ -131,6 +131,29 @@ class ClipTask:
     def backbone(self, model):
         return model.vision_model
 
+    def head_modules(self, model) -> list:
+        """The two projections into the shared space (what strategy head trains)."""
+        return [model.visual_projection, model.text_projection]
+
+    # -- strategy head: cached tower outputs ---------------------------------------------
+    def pooled_images(self, model, paths: list[Path], batch_size: int) -> torch.Tensor:
+        """The vision tower's pooled output (n, vision hidden), before the projection."""
+        device = next(model.parameters()).device
+        return torch.cat([model.vision_model(pixel_values=b["pixel_values"].to(device)).pooler_output.float().cpu()
+                          for b in encode_batches(ImageDataset(paths, None, self._pre), batch_size, "encoding images")])
+
+    def pooled_texts(self, model, texts: list[str], batch_size: int) -> torch.Tensor:
+        """The text tower's pooled output (n, text hidden), before the projection."""
+        device = next(model.parameters()).device
+        return torch.cat([model.text_model(**self._texts(texts[s:s + batch_size], device)).pooler_output.float().cpu()
+                          for s in range(0, len(texts), batch_size)])
+
+    def preprocessing(self) -> dict[str, Any]:
+        from tunewise.strategies.feature_cache import texts_fingerprint
+
+        vocab = sorted(self._processor.tokenizer.get_vocab().items())
+        return {"image": dataclasses.asdict(self._pre), "vocab": texts_fingerprint([f"{k}\t{v}" for k, v in vocab])}
+
     def _texts(self, texts: list[str], device) -> dict[str, torch.Tensor]:
         enc = self._processor.tokenizer(texts, padding=True, truncation=True,
                                          max_length=getattr(self._processor.tokenizer, "model_max_length", 77) if
