@@ -57,3 +57,27 @@ def test_qlora_quantizes_linear_layers_to_nf4(tiny_st_model):
     assert "Linear4bit" in kinds
     quant = [m for m in task.backbone(model).modules() if type(m).__name__ == "Linear4bit"]
     assert quant[0].weight.quant_state.quant_type == "nf4"
+
+
+@pytest.mark.gpu
+@require_gpu
+@require_bitsandbytes
+def test_qlora_sft_on_a_tiny_llama_saves_an_adapter_and_a_merged_model(tmp_path):
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM
+
+    import tunewise
+    from test_task_causal_lm import build_tiny_lm, json_rows, write_jsonl
+
+    model = build_tiny_lm(tmp_path / "tiny-llama", "llama")
+    data = write_jsonl(tmp_path / "d.jsonl", json_rows(40))
+    result = tunewise.fit({"task": "causal_lm", "model": model, "output_dir": str(tmp_path / "run"),
+                           "data": {"train": data, "eval_size": 8}, "strategy": {"name": "qlora", "rank": 4},
+                           "train": {"epochs": 2, "batch_size": 8, "learning_rate": 3e-3},
+                           "llm": {"max_length": 64, "max_new_tokens": 12, "format_check": "json"}},
+                          console=Console(quiet=True))
+    m = result.metrics
+    assert m["strategy"]["name"] == "qlora" and m["memory"]["method"] == "torch.cuda.max_memory_allocated"
+    assert (result.output_dir / "adapter" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(result.output_dir)
+    assert "Linear4bit" not in {type(mod).__name__ for mod in merged.modules()}
