@@ -281,12 +281,14 @@ class RunConfig:
             raise TunewiseError("strategy.name: missing; e.g. 'strategy: full' or '{name: lora, rank: 8}'")
         if self.train.learning_rate is None:  # remembered, so that set_strategy() re-resolves it
             self.train._lr_by_strategy = True
-        if getattr(self.train, "_lr_by_strategy", False):
-            self.train.learning_rate = STRATEGY_DEFAULT_LR.get(self.strategy_name, DEFAULT_LR)
+        self._resolve_learning_rate()
 
     def set_strategy(self, spec: dict[str, Any]) -> None:
         """Replace the strategy; a learning rate the config left empty follows the new one."""
         self.strategy = dict(spec)
+        self._resolve_learning_rate()
+
+    def _resolve_learning_rate(self) -> None:
         if getattr(self.train, "_lr_by_strategy", False):
             self.train.learning_rate = STRATEGY_DEFAULT_LR.get(self.strategy_name, DEFAULT_LR)
 

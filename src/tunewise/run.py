@@ -156,11 +156,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     trainable, total = count_params(task.modules(model))
     info = StrategyInfo(cfg.strategy_name, trainable, total)
     estimate, estimate_note = preflight_run(cfg, model, device, data)  # stops here if it cannot fit
-    allocator = choose_cpu_allocator(cfg, estimate, device)
-    if estimate is not None and allocator.startswith("default"):
-        from tunewise.memory.estimate import with_cpu_allocator
-
-        estimate = with_cpu_allocator(estimate, allocator)
+    allocator, estimate = choose_cpu_allocator(cfg, estimate, device)
     if estimate is not None:
         console.print(f"memory: estimated peak {estimate.total_bytes / 2**20:,.0f} MiB on {device}")
     console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}")

@@ -153,3 +153,17 @@ def test_head_rejects_losses_it_cannot_train_on_features():
 
     with pytest.raises(TunewiseError, match="train.loss: strategy head trains on cached features with mnrl"):
         resolve_strategy(load_config(None, values={"strategy": {"name": "head"}, "train.loss": "cosent"}))
+
+
+def test_cache_off_reruns_the_backbone_every_epoch_and_learns_the_same(head_runs, tiny_st_model, monkeypatch):
+    from tunewise.strategies import head
+
+    first, _, pairs, tmp = head_runs
+    calls = []
+    original = head.encode_body
+    monkeypatch.setattr(head, "encode_body", lambda model, texts, batch: (calls.append(len(texts)), original(model, texts, batch))[1])
+    run = _fit(tiny_st_model, pairs, tmp / "off", dim=16, cache=False)
+    c = run.metrics["strategy"]["details"]["feature_cache"]
+    assert c["status"] == "off" and c["path"] is None
+    assert len([n for n in calls if n == c["texts"]]) == 3  # epoch 1 builds, epochs 2 and 3 re-run the backbone
+    assert run.metrics["after"] == pytest.approx(first.metrics["after"], abs=1e-4)

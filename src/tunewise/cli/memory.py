@@ -83,7 +83,9 @@ def memory(
     else:
         budget, source = available_memory(device)
     result = advise(spec, settings, budget, budget_source=source, headroom=headroom)
-    if device == "cpu" and result.estimate.total_bytes <= 0.5 * result.budget_bytes:
+    from tunewise.memory.runs import auto_trims
+
+    if device == "cpu" and not auto_trims(result.estimate.total_bytes, result.budget_bytes):
         # as a run's train.cpu_allocator=auto: glibc's default allocator (faster) when memory is
         # plentiful, which keeps freed blocks; trimming is chosen when the estimate is tight.
         from dataclasses import replace

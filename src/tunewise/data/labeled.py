@@ -134,3 +134,21 @@ def read_text_labeled(cfg: DataConfig) -> tuple[list[str], list[str]]:
     texts = [text_value(r, cols["text"], i, cfg.train) for i, r in enumerate(records)]
     labels = [text_value(r, cols["label"], i, cfg.train) for i, r in enumerate(records)]
     return texts, labels
+
+
+class LabeledTaskData:
+    """The data methods a task over :class:`LabeledData` shares (text/image classification, image search)."""
+
+    def data_report(self, data: LabeledData) -> dict[str, Any]:
+        return data.report
+
+    def n_train(self, data: LabeledData) -> int:
+        return len(data.train)
+
+    def subset(self, data: LabeledData, indices: list[int]) -> LabeledData:
+        """The training items at ``indices`` (a budget-sweep point); evaluation data unchanged."""
+        import dataclasses
+
+        report = {**data.report, "train_examples": len(indices)}
+        return dataclasses.replace(data, train=[data.train[i] for i in indices],
+                                   train_labels=[data.train_labels[i] for i in indices], report=report)

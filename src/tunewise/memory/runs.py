@@ -127,23 +127,38 @@ def memory_block(est: Any | None, note: str, peak: Any) -> dict[str, Any]:
     return block
 
 
-def choose_cpu_allocator(cfg: RunConfig, est: Any | None, device: str) -> str:
-    """Configure glibc's allocator for a CPU run when it helps; returns what was chosen.
+TIGHT_FRACTION = 0.5  # train.cpu_allocator=auto trims when the estimate exceeds this share of the free memory
+
+
+def auto_trims(estimate_bytes: int, free_bytes: int) -> bool:
+    """Whether ``train.cpu_allocator: auto`` trims: only when memory is tight."""
+    return estimate_bytes > TIGHT_FRACTION * free_bytes
+
+
+def choose_cpu_allocator(cfg: RunConfig, est: Any | None, device: str) -> tuple[str, Any | None]:
+    """Configure glibc's allocator for a CPU run when it helps.
 
     Trimming (see :func:`tunewise.memory.measure.configure_cpu_allocator`) keeps the peak
     flat across steps (measured: 1726 vs 2054 MiB on the demo) but costs about 20% of the
     training throughput (10.3 vs 13.0 pairs/s), so ``auto`` trims only when memory is tight.
+
+    Returns:
+        What was chosen, and the estimate for it (glibc's default keeps freed blocks:
+        :func:`tunewise.memory.estimate.with_cpu_allocator`).
     """
     if device.startswith("cuda"):
-        return "n/a (cuda)"
+        return "n/a (cuda)", est
     choice = cfg.train.cpu_allocator
     if choice == "auto":
         from tunewise.memory.advise import available_memory
 
-        tight = est is not None and est.total_bytes > 0.5 * available_memory(device)[0]
-        choice = "trim" if tight else "default"
+        choice = "trim" if est is not None and auto_trims(est.total_bytes, available_memory(device)[0]) else "default"
     if choice == "trim":
         from tunewise.memory.measure import configure_cpu_allocator
 
-        return "trim" if configure_cpu_allocator() else "default (trim not supported here)"
-    return "default"
+        choice = "trim" if configure_cpu_allocator() else "default (trim not supported here)"
+    if est is not None:
+        from tunewise.memory.estimate import with_cpu_allocator
+
+        est = with_cpu_allocator(est, choice)
+    return choice, est

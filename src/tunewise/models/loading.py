@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -37,6 +39,22 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+@contextlib.contextmanager
+def load_errors(source: str, kind: str = "") -> Iterator[None]:
+    """Turn a loader's OSError/ValueError into one line naming ``source`` (``kind``: " as a ...")."""
+    try:
+        yield
+    except OSError as err:
+        if Path(source).exists():
+            raise TunewiseError(f"model: cannot load {source} ({str(err).splitlines()[0]})") from None
+        raise TunewiseError(
+            f"model: '{source}' is not a local folder and could not be fetched from the Hugging Face Hub "
+            "(no network?); download it where you have one, or give a local path"
+        ) from None
+    except ValueError as err:
+        raise TunewiseError(f"model: cannot load {source}{kind} ({str(err).splitlines()[0]})") from None
+
+
 def load_sentence_transformer(name: str | None, device: str = "cpu", max_seq_length: int | None = None):
     """Load a sentence-transformers model (a plain HF encoder gets mean pooling).
 
@@ -53,17 +71,8 @@ def load_sentence_transformer(name: str | None, device: str = "cpu", max_seq_len
     source = resolve_model(name)
     # A plain HF encoder makes sentence-transformers warn that it adds mean pooling: expected.
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
-    try:
+    with load_errors(source):
         model = SentenceTransformer(source, device=device, trust_remote_code=False)
-    except OSError as err:
-        if Path(source).exists():
-            raise TunewiseError(f"model: cannot load {source} ({str(err).splitlines()[0]})") from None
-        raise TunewiseError(
-            f"model: '{source}' is not a local folder and could not be fetched from the Hugging Face Hub "
-            "(no network?); download it where you have one, or give a local path"
-        ) from None
-    except ValueError as err:
-        raise TunewiseError(f"model: cannot load {source} ({str(err).splitlines()[0]})") from None
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     return model

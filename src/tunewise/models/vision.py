@@ -139,16 +139,11 @@ def _timm(name: str, **kwargs: Any):
 
 
 def _hf(loader: Any, source: str, **kwargs: Any):
-    try:
+    from tunewise.models.loading import load_errors
+
+    with load_errors(source, " as a vision model"):
         # fp32 master weights (transformers 5 keeps a half checkpoint's dtype, which would not train)
         return loader.from_pretrained(source, dtype=torch.float32, **kwargs)
-    except OSError as err:
-        if Path(source).exists():
-            raise TunewiseError(f"model: cannot load {source} ({str(err).splitlines()[0]})") from None
-        raise TunewiseError(f"model: '{source}' is not a local folder and could not be fetched from the Hugging Face "
-                            "Hub (no network?); download it where you have one, or give a local path") from None
-    except ValueError as err:
-        raise TunewiseError(f"model: cannot load {source} as a vision model ({str(err).splitlines()[0]})") from None
 
 
 def _hf_norm(source: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -128,17 +128,33 @@ def load(key: str, texts: list[str]) -> tuple[dict[bytes, torch.Tensor], list[st
     problems: list[str] = []
     for shard in sorted(folder.glob("shard-*.safetensors")) if folder.is_dir() else []:
         try:
-            hashes, features = _read_shard(key, shard)
+            rows = _shard_rows(key, shard)
         except ValueError as err:
             problems.append(str(err))
             with contextlib.suppress(OSError):
                 shard.unlink()
             continue
-        for h, row in zip(hashes, features):
-            b = bytes(h.tolist())
+        for b, row in rows.items():
             if b in wanted and b not in found:
                 found[b] = row
     return found, problems
+
+
+# Shards already read and verified by this process, by (path, size, mtime): a budget sweep
+# reads the same shards for every point and evaluation. A rewritten file has a new stamp.
+_VERIFIED: dict[tuple[str, int, int], dict[bytes, torch.Tensor]] = {}
+
+
+def _shard_rows(key: str, shard: Path) -> dict[bytes, torch.Tensor]:
+    """{text hash: row} of a verified shard (ValueError when it is damaged or stale)."""
+    stat = shard.stat()
+    stamp = (str(shard.resolve()), stat.st_size, stat.st_mtime_ns)
+    if stamp not in _VERIFIED:
+        hashes, features = _read_shard(key, shard)
+        if len(_VERIFIED) > 256:
+            _VERIFIED.clear()
+        _VERIFIED[stamp] = {bytes(h.tolist()): row for h, row in zip(hashes, features)}
+    return _VERIFIED[stamp]
 
 
 def save(key: str, texts: list[str], features: torch.Tensor) -> Path:

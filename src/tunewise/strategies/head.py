@@ -67,36 +67,28 @@ class HeadTrainStats(TrainStats):
 CLASSIFIER_TASKS = ("classification", "image-classification")
 
 
+# task -> (the head options it refuses, why); text search takes them all
+_REFUSED_OPTIONS = {
+    "classification": (("dim", "activation"), "a classifier's head is its final linear layer (one output per class)"),
+    "image-classification": (("dim", "activation"), "a classifier's head is its final linear layer (one output per class)"),
+    "image-search": (("activation",), "image search trains a linear projection"),
+    "clip": (("dim", "activation"), "CLIP's heads are its two projections into the shared space"),
+}
+
+
 def check_head(options: HeadOptions, config: RunConfig) -> None:
-    if config.task == "clip":
-        if options.dim is not None or options.activation != "identity":
-            which = "dim" if options.dim is not None else "activation"
-            raise TunewiseError(f"strategy.{which}: CLIP's heads are its two projections into the shared space; "
-                                f"drop strategy.{which}")
-        if config.train.early_stopping_patience is not None:
-            raise TunewiseError("train.early_stopping_patience: not supported with strategy head; leave it out")
-        return
-    if config.task == "image-search":
-        if options.activation != "identity":
-            raise TunewiseError("strategy.activation: image search trains a linear projection; drop strategy.activation")
-        if config.train.early_stopping_patience is not None:
-            raise TunewiseError("train.early_stopping_patience: not supported with strategy head; leave it out")
-        return
-    if config.task in CLASSIFIER_TASKS:
-        if options.dim is not None or options.activation != "identity":
-            which = "dim" if options.dim is not None else "activation"
-            raise TunewiseError(f"strategy.{which}: a classifier's head is its final linear layer (one output per "
-                                "class); drop strategy." + which)
-        if config.train.early_stopping_patience is not None:
-            raise TunewiseError("train.early_stopping_patience: not supported with strategy head; leave it out")
-        return
     if config.task == "causal_lm":
         raise TunewiseError("strategy head: a causal LM's head is its vocabulary projection, tied to the input "
                             "embeddings in small LLMs, so no frozen backbone output can be cached; use lora "
                             "(default), qlora, partial or full")
-    if config.task != "embedding":
+    if config.task != "embedding" and config.task not in _REFUSED_OPTIONS:
         raise TunewiseError(f"strategy head: not available for task '{config.task}'; use strategy: partial or full")
-    if config.train.loss not in _HEAD_LOSSES:
+    refused, why = _REFUSED_OPTIONS.get(config.task, ((), ""))
+    given = {"dim": options.dim is not None, "activation": options.activation != "identity"}
+    for name in refused:
+        if given[name]:
+            raise TunewiseError(f"strategy.{name}: {why}; drop strategy.{name}")
+    if config.task == "embedding" and config.train.loss not in _HEAD_LOSSES:
         raise TunewiseError(f"train.loss: strategy head trains on cached features with mnrl; '{config.train.loss}' "
                             "is not supported there (use train.loss: mnrl or strategy: partial)")
     if config.train.early_stopping_patience is not None:
@@ -193,7 +185,7 @@ def train_embedding_head(model, data, options: HeadOptions, config: RunConfig, *
                          callbacks: list | None = None) -> HeadTrainStats:
     """Cache the body's outputs for every training text, then train the head with the Trainer."""
     from datasets import Dataset
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import TrainerCallback
 
     rows = data.train
     roles = [r for r in ("anchor", "positive", "negative") if rows and r in rows[0]]
@@ -207,36 +199,61 @@ def train_embedding_head(model, data, options: HeadOptions, config: RunConfig, *
     dataset = Dataset.from_dict({role: [index[r[role]] for r in rows] for role in roles})
 
     epoch_seconds: list[float] = []
+    device = str(model.device)
+    threads = torch.get_num_threads()
 
-    class EpochTimer(TrainerCallback):
-        """Wall time per epoch; with cache off, each epoch after the first re-runs the backbone first."""
+    class ReEncode(TrainerCallback):
+        """cache: false (benchmarks): each epoch after the first re-runs the backbone, inside its timing."""
 
         def on_epoch_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
-            if not options.cache and state.epoch and state.epoch >= 1:
+            if state.epoch and state.epoch >= 1:
                 with _threads(threads):  # the backbone gets the threads it normally has
                     module.features = encode_body(model, texts, batch).to(module.features.device)
 
-        def on_epoch_end(self, args, state, control, **kwargs):
-            epoch_seconds.append(time.perf_counter() - self.start)
+    extra = [] if options.cache else [ReEncode()]
+    trainer, output, train_seconds = train_head_module(module, dataset, options, config, device=device, workdir=workdir,
+                                                       epoch_seconds=epoch_seconds, callbacks=[*extra, *(callbacks or [])])
+    model.to(device)
+    return head_train_stats(cache, key, options, trainer, output, train_seconds, epoch_seconds, config,
+                            examples=len(rows), inputs={"texts": len(texts)})
 
-    device = str(model.device)
-    threads = torch.get_num_threads()
+
+def _epoch_timer(seconds: list[float]):
+    """A TrainerCallback appending each epoch's wall seconds to ``seconds``."""
+    from transformers import TrainerCallback
+
+    class EpochTimer(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            seconds.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
+def train_head_module(module: nn.Module, dataset: Any, options: Any, config: RunConfig, *, device: str, workdir: Path,
+                      epoch_seconds: list[float], callbacks: list | None = None, collator: Any = None):
+    """Train a head-over-cached-features module with the transformers Trainer; (trainer, output, seconds).
+
+    One intra-op thread on CPU (see :func:`_single_thread`); each epoch's wall time goes to
+    ``epoch_seconds`` (callbacks run inside it).
+    """
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
     args = TrainingArguments(
         output_dir=str(workdir), num_train_epochs=config.train.epochs, per_device_train_batch_size=config.train.batch_size,
         learning_rate=options.head_lr, warmup_steps=config.train.warmup_ratio, weight_decay=config.train.weight_decay,
         seed=config.seed, data_seed=config.seed, logging_strategy="epoch", report_to="none", save_strategy="no",
-        use_cpu=not device.startswith("cuda"), dataloader_num_workers=0, disable_tqdm=True,
+        use_cpu=not device.startswith("cuda"), dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
     )
-    trainer = Trainer(model=module, args=args, train_dataset=dataset, callbacks=[EpochTimer(), *(callbacks or [])])
+    trainer = Trainer(model=module, args=args, train_dataset=dataset, data_collator=collator,
+                      callbacks=[_epoch_timer(epoch_seconds), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # no raw log dicts on the console
     start = time.perf_counter()
     with _single_thread(device):
         output = trainer.train()
-    train_seconds = time.perf_counter() - start
-    model.to(device)
-    return head_train_stats(cache, key, options, trainer, output, train_seconds, epoch_seconds, config,
-                            examples=len(rows), inputs={"texts": len(texts)})
+    return trainer, output, time.perf_counter() - start
 
 
 def head_train_stats(cache, key: str, options: Any, trainer: Any, output: Any, train_seconds: float,
@@ -320,15 +337,15 @@ class HeadStrategy:
     def train(model: Any, task: Any, data: Any, options: HeadOptions, config: RunConfig, *, workdir: Path,
               callbacks: list | None = None) -> HeadTrainStats:
         if config.task in CLASSIFIER_TASKS:
-            from tunewise.strategies.head_classify import train_classifier_head
+            from tunewise.strategies.head_tasks import train_classifier_head
 
             return train_classifier_head(model, task, data, options, config, workdir=workdir, callbacks=callbacks)
         if config.task == "clip":
-            from tunewise.strategies.head_classify import train_clip_head
+            from tunewise.strategies.head_tasks import train_clip_head
 
             return train_clip_head(model, task, data, options, config, workdir=workdir, callbacks=callbacks)
         if config.task == "image-search":
-            from tunewise.strategies.head_classify import train_image_search_head
+            from tunewise.strategies.head_tasks import train_image_search_head
 
             return train_image_search_head(model, task, data, options, config, workdir=workdir, callbacks=callbacks)
         return train_embedding_head(model, data, options, config, workdir=workdir, callbacks=callbacks)

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from tunewise.config import RunConfig
-from tunewise.data.labeled import LabeledData, read_text_labeled, split_labeled
+from tunewise.data.labeled import LabeledData, LabeledTaskData, read_text_labeled, split_labeled
 from tunewise.errors import TunewiseError
-from tunewise.models.loading import resolve_model
+from tunewise.models.loading import load_errors, resolve_model
 from tunewise.outputs import write_json
 from tunewise.tasks.base import TASKS, TrainStats
 from tunewise.tasks.classifying import (
@@ -51,26 +51,17 @@ def load_text_classifier(name: str | None, classes: list[str], device: str):
 
     source = resolve_model(name)
     id2label = dict(enumerate(classes))
-    try:
+    with load_errors(source, " as a text classifier"):
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=len(classes), id2label=id2label, label2id={c: i for i, c in id2label.items()},
             ignore_mismatched_sizes=True, dtype=torch.float32,  # fp32 master weights: a half checkpoint would not train
         )
-    except OSError as err:
-        if Path(source).exists():
-            raise TunewiseError(f"model: cannot load {source} ({str(err).splitlines()[0]})") from None
-        raise TunewiseError(
-            f"model: '{source}' is not a local folder and could not be fetched from the Hugging Face Hub "
-            "(no network?); download it where you have one, or give a local path"
-        ) from None
-    except ValueError as err:
-        raise TunewiseError(f"model: cannot load {source} as a text classifier ({str(err).splitlines()[0]})") from None
     return model.to(device), tokenizer
 
 
 @TASKS.register("classification")
-class ClassificationTask:
+class ClassificationTask(LabeledTaskData):
     """Fine-tune a text encoder with a classification head: text -> one of N labels."""
 
     name = "classification"
@@ -90,19 +81,6 @@ class ClassificationTask:
                              need_validation=config.train.early_stopping_patience is not None)
         self._classes = data.classes
         return data
-
-    def data_report(self, data: LabeledData[str]) -> dict[str, Any]:
-        return data.report
-
-    def n_train(self, data: LabeledData[str]) -> int:
-        return len(data.train)
-
-    def subset(self, data: LabeledData[str], indices: list[int]) -> LabeledData[str]:
-        import dataclasses
-
-        report = {**data.report, "train_examples": len(indices)}
-        return dataclasses.replace(data, train=[data.train[i] for i in indices],
-                                   train_labels=[data.train_labels[i] for i in indices], report=report)
 
     # -- model --------------------------------------------------------------------------
     def load_model(self, config: RunConfig, device: str):

@@ -17,7 +17,7 @@ import torch
 
 from tunewise.config import RunConfig
 from tunewise.data.images import ImageDataset, Preprocess, encode_batches, image_content_keys, read_image_records
-from tunewise.data.labeled import LabeledData, split_labeled
+from tunewise.data.labeled import LabeledData, LabeledTaskData, split_labeled
 from tunewise.errors import TunewiseError
 from tunewise.models.vision import LogitsClassifier, VisionMeta, frozen_batchnorm, load_classifier, save_network
 from tunewise.outputs import write_json
@@ -58,7 +58,7 @@ def display_name(path: Path) -> str:
 
 
 class CachedImageFeatures:
-    """What strategy head needs of an image task (see :mod:`tunewise.strategies.head_classify`)."""
+    """What strategy head needs of an image task (see :mod:`tunewise.strategies.head_tasks`)."""
 
     _pre: Preprocess | None
 
@@ -73,7 +73,7 @@ class CachedImageFeatures:
 
 
 @TASKS.register("image-classification")
-class ImageClassificationTask(CachedImageFeatures):
+class ImageClassificationTask(CachedImageFeatures, LabeledTaskData):
     """Fine-tune a vision backbone with a classification head: image -> one of N labels."""
 
     name = "image-classification"
@@ -91,17 +91,6 @@ class ImageClassificationTask(CachedImageFeatures):
         data = prepare_labeled_images(config)
         self._classes = data.classes
         return data
-
-    def data_report(self, data: LabeledData[Path]) -> dict[str, Any]:
-        return data.report
-
-    def n_train(self, data: LabeledData[Path]) -> int:
-        return len(data.train)
-
-    def subset(self, data: LabeledData[Path], indices: list[int]) -> LabeledData[Path]:
-        report = {**data.report, "train_examples": len(indices)}
-        return dataclasses.replace(data, train=[data.train[i] for i in indices],
-                                   train_labels=[data.train_labels[i] for i in indices], report=report)
 
     def load_model(self, config: RunConfig, device: str):
         if self._classes is None:

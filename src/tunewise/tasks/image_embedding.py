@@ -25,7 +25,7 @@ from torch import nn
 
 from tunewise.config import RunConfig
 from tunewise.data.images import ImageDataset, Preprocess, encode_batches
-from tunewise.data.labeled import LabeledData
+from tunewise.data.labeled import LabeledData, LabeledTaskData
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
 from tunewise.evaluate.retrieval import EvalResult, metric_names
@@ -96,7 +96,7 @@ def collate_pairs(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 
 @TASKS.register("image-search")
-class ImageSearchTask(CachedImageFeatures):
+class ImageSearchTask(CachedImageFeatures, LabeledTaskData):
     """Fine-tune a vision backbone so that images retrieve images of their class."""
 
     name = "image-search"
@@ -119,17 +119,6 @@ class ImageSearchTask(CachedImageFeatures):
                                 "to find; add images (image search needs 2 held out and 1 to train per class)")
         data.report["eval_corpus"] = len(data.eval)
         return data
-
-    def data_report(self, data: LabeledData[Path]) -> dict[str, Any]:
-        return data.report
-
-    def n_train(self, data: LabeledData[Path]) -> int:
-        return len(data.train)
-
-    def subset(self, data: LabeledData[Path], indices: list[int]) -> LabeledData[Path]:
-        report = {**data.report, "train_examples": len(indices)}
-        return dataclasses.replace(data, train=[data.train[i] for i in indices],
-                                   train_labels=[data.train_labels[i] for i in indices], report=report)
 
     def load_model(self, config: RunConfig, device: str) -> ImageEncoder:
         from safetensors.torch import load_file

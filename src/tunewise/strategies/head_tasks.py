@@ -1,4 +1,4 @@
-"""``head`` for classifiers, image search and CLIP: the backbone frozen, only linear heads train.
+"""``head`` for the tasks other than text search: classifiers, image search and CLIP: the backbone frozen, only linear heads train.
 
 The features that layer sees are computed once per input and kept in the feature cache
 (:mod:`tunewise.strategies.feature_cache`), keyed by every weight except the head's and by
@@ -20,7 +20,6 @@ and ``preprocessing()`` (what turns an input into those batches).
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,48 +53,12 @@ class LinearOverFeatures(nn.Module):
         return out
 
 
-def _EpochTimer(seconds: list[float]):
-    """A TrainerCallback appending each epoch's wall seconds to ``seconds``."""
-    from transformers import TrainerCallback
-
-    class EpochTimer(TrainerCallback):
-        def on_epoch_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            seconds.append(time.perf_counter() - self.start)
-
-    return EpochTimer()
-
-
-def train_head_module(module: nn.Module, dataset: Any, options: Any, config: RunConfig, *, device: str, workdir: Path,
-                      epoch_seconds: list[float], callbacks: list | None = None, collator: Any = None):
-    """Train a head-over-cached-features module with the transformers Trainer; (trainer, output, seconds)."""
-    from transformers import PrinterCallback, Trainer, TrainingArguments
-
-    from tunewise.strategies.head import _single_thread
-
-    args = TrainingArguments(
-        output_dir=str(workdir), num_train_epochs=config.train.epochs, per_device_train_batch_size=config.train.batch_size,
-        learning_rate=options.head_lr, warmup_steps=config.train.warmup_ratio, weight_decay=config.train.weight_decay,
-        seed=config.seed, data_seed=config.seed, logging_strategy="epoch", report_to="none", save_strategy="no",
-        use_cpu=not device.startswith("cuda"), dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
-    )
-    trainer = Trainer(model=module, args=args, train_dataset=dataset, data_collator=collator,
-                      callbacks=[_EpochTimer(epoch_seconds), *(callbacks or [])])
-    trainer.remove_callback(PrinterCallback)  # no raw log dicts on the console
-    start = time.perf_counter()
-    with _single_thread(device):
-        output = trainer.train()
-    return trainer, output, time.perf_counter() - start
-
-
 def train_classifier_head(model: nn.Module, task: Any, data: Any, options: Any, config: RunConfig, *,
                           workdir: Path, callbacks: list | None = None):
     """Cache the head's inputs for every training item, then train the head on them."""
     from datasets import Dataset
 
-    from tunewise.strategies.head import head_train_stats
+    from tunewise.strategies.head import head_train_stats, train_head_module
     from tunewise.tasks.classifying import head_inputs
 
     (head,) = task.head_modules(model)
@@ -154,7 +117,7 @@ def _collate_pairs(items: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]
 def train_image_search_head(model: nn.Module, task: Any, data: Any, options: Any, config: RunConfig, *,
                             workdir: Path, callbacks: list | None = None):
     """Cache pooled features of every training image, then train the projection on them."""
-    from tunewise.strategies.head import head_train_stats
+    from tunewise.strategies.head import head_train_stats, train_head_module
     from tunewise.tasks.image_losses import build_loss
 
     device = str(next(model.parameters()).device)
@@ -208,7 +171,7 @@ def train_clip_head(model: nn.Module, task: Any, data: Any, options: Any, config
                     workdir: Path, callbacks: list | None = None):
     """Cache both towers' pooled outputs for the training pairs, then train the projections."""
     from tunewise.data.images import image_content_keys
-    from tunewise.strategies.head import head_train_stats
+    from tunewise.strategies.head import head_train_stats, train_head_module
 
     device = str(next(model.parameters()).device)
     head_ids = {id(p) for m in task.head_modules(model) for p in m.parameters()}
