@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -80,6 +81,7 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # CPU backend's hub-kernel hint
 
 
 @contextlib.contextmanager
@@ -152,7 +154,8 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
               else task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg))
     console.print(f"  before: {primary} = {before.metrics[primary]:.4f} ({before.seconds:.1f} s)")
 
-    model = strategy.prepare(model, task, options, cfg)
+    with _no_weight_bars():  # qlora re-loads the weights in 4-bit
+        model = strategy.prepare(model, task, options, cfg)
     trainable, total = count_params(task.modules(model))
     info = StrategyInfo(cfg.strategy_name, trainable, total)
     estimate, estimate_note = preflight_run(cfg, model, device, data)  # stops here if it cannot fit

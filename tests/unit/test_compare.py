@@ -85,10 +85,3 @@ def test_cli_interpolate_and_merge_errors(tmp_path):
     result = runner.invoke(app, ["merge", str(tmp_path), "-o", str(tmp_path / "m")])
     assert result.exit_code == 2 and "has no adapter/tunewise_adapter.json" in result.output
     assert not (tmp_path / "m").exists()
-
-
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA path")
-def test_cli_qlora_without_cuda(pairs_file, tmp_path):
-    result = runner.invoke(app, ["fit", "--strategy", "qlora", "--train", str(pairs_file), "-o", str(tmp_path / "q")])
-    assert result.exit_code == 2 and "needs a CUDA GPU" in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "q").exists()

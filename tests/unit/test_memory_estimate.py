@@ -169,6 +169,18 @@ def test_checkpointing_lora_and_precision_reduce_what_they_should():
     assert qlora.weights_bytes < lora.weights_bytes / 4
 
 
+@pytest.mark.parametrize("device, like", [("cpu", "fp32"), ("cuda", "bf16")])
+def test_qlora_is_estimated_as_tunewise_trains_it(device, like):
+    """peft upcasts the non-quantized weights to fp32; CUDA trains under bf16 autocast, CPU without."""
+    spec = load_arch(LlamaConfig(**LLAMA2_7B))
+    kw = dict(task="causal_lm", batch_size=2, seq_len=256, device=device)
+    qlora, lora = estimate(spec, strategy="qlora", **kw), estimate(spec, strategy="lora", precision=like, **kw)
+    linear = 32 * spec.linear_params_per_layer()
+    assert qlora.weights_bytes == pytest.approx(linear * 0.5625 + (spec.n_params - linear) * 4 + 4 * lora.trainable_params, rel=1e-6)
+    # the same saved activations; at most one dequantized 16-bit weight (and its gradient) in flight more
+    assert 0 <= qlora.activations_bytes - lora.activations_bytes <= 2 * 2 * 4096 * 11008
+
+
 @pytest.mark.parametrize("family", ["vit", "clip", "cnn"])
 @pytest.mark.parametrize("strategy", ["head", "partial", "full", "lora"])
 def test_vision_families_from_architecture_alone(family, strategy):

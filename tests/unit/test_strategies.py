@@ -62,12 +62,6 @@ def test_bad_options_are_one_line_errors_naming_the_option(strategy, message):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
-def test_qlora_without_cuda_stops_at_resolve_time():
-    with pytest.raises(TunewiseError, match="strategy qlora: needs a CUDA GPU"):
-        resolve_strategy(_cfg(None, {"name": "qlora"}))
-
-
 # ----------------------------------------------------------------------------- layer discovery
 
 

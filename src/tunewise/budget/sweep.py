@@ -114,7 +114,7 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     Follows :func:`tunewise.run.fit`: strategy ``prepare``, then its ``train`` hook or the
     task's training with the strategy's param groups and callbacks.
     """
-    from tunewise.run import _train_with_strategy
+    from tunewise.run import _no_weight_bars, _train_with_strategy
     from tunewise.strategies import resolve_strategy
     from tunewise.strategies.base import eval_model
 
@@ -127,7 +127,8 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     # that pass over the items is part of what the budget costs, so it counts as training time.
     init_head = getattr(task, "init_head", None)
     probe_seconds = init_head(model, subset, run_cfg) if init_head is not None and run_cfg.classify.init_head else 0.0
-    model = strategy.prepare(model, task, options, run_cfg)
+    with _no_weight_bars():  # qlora re-loads the weights in 4-bit
+        model = strategy.prepare(model, task, options, run_cfg)
     base = {"strategy": run_cfg.strategy_name, "device": device}
     with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as workdir:
         if job.kind == "time":

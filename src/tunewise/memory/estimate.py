@@ -122,11 +122,11 @@ def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
 class _Dtypes:
     """Bytes per element of each kind of saved tensor.
 
-    c: matmul inputs/outputs (16-bit under autocast or a 4-bit base's bf16 compute dtype);
+    c: matmul inputs/outputs (16-bit under autocast);
     r: what norms save (fp32: autocast runs norms in fp32, HF's RMSNorm upcasts);
-    s: the residual stream (fp32 under autocast, whose additions promote; bf16 on a bf16 base);
+    s: the residual stream (fp32, also under autocast, whose additions promote);
     m: dropout masks (CPU multiplies by a noise tensor of the input dtype, CUDA keeps bools);
-    lora: LoRA's input (peft casts it to the fp32 adapter dtype when no autocast re-casts it).
+    lora: LoRA's input (peft casts it to the fp32 adapter dtype; autocast re-casts it to 16 bits).
     """
 
     c: int
@@ -137,9 +137,19 @@ class _Dtypes:
 
 
 def _dtypes(precision: str, device: str) -> _Dtypes:
+    """Bytes per saved element for a precision as tunewise trains it.
+
+    A 4-bit base is prepared by peft's ``prepare_model_for_kbit_training``, which upcasts every
+    weight that is not quantized (embeddings, norms) to fp32, so the hidden states are fp32
+    and each 4-bit matmul casts its input to the compute dtype and its output back (saving
+    nothing per token). tunewise then trains it under bf16 autocast on CUDA, like ``bf16``,
+    and without autocast on CPU, like ``fp32``.
+    """
     cuda = device.startswith("cuda")
+    if precision == "4bit":
+        precision = "bf16" if cuda else "fp32"
     c = 4 if precision == "fp32" else 2
-    return _Dtypes(c=c, r=4, s=2 if precision == "4bit" else 4, m=1 if cuda else c, lora=4 if precision == "4bit" else c)
+    return _Dtypes(c=c, r=4, s=4, m=1 if cuda else c, lora=c)
 
 
 def block_activation_bytes_per_token(
@@ -398,8 +408,8 @@ def estimate(
 
     # ---- weights, gradients, optimizer states -------------------------------------------
     if precision == "4bit":
-        weights = p.linear * NF4_BYTES_PER_PARAM + (p.params - p.linear) * 2 + p.lora * 4
-        notes.append("QLoRA: block linears in NF4 (0.5625 B/param), other weights bf16, adapters fp32")
+        weights = p.linear * NF4_BYTES_PER_PARAM + (p.params - p.linear) * 4 + p.lora * 4
+        notes.append("QLoRA: block linears in NF4 (0.5625 B/param); other weights (upcast by peft) and adapters fp32")
     else:
         weights = 4.0 * (p.params + p.lora)
         if precision in ("bf16", "fp16") and strategy != "head":

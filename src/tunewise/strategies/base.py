@@ -80,10 +80,15 @@ def resolve_strategy(config: RunConfig) -> tuple[Any, Any]:
 
 
 def count_params(module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in module.parameters())
+    """(trainable, total) parameter counts; a 4-bit weight counts its logical shape, not its packed bytes."""
+    trainable = sum(_numel(p) for p in module.parameters() if p.requires_grad)
+    total = sum(_numel(p) for p in module.parameters())
     return trainable, total
+
+
+def _numel(p) -> int:
+    state = getattr(p, "quant_state", None)  # bitsandbytes Params4bit: two weights per stored byte
+    return int(state.shape.numel()) if state is not None and hasattr(state, "shape") else p.numel()
 
 
 def backbone_of(task: Any, model: Any):

@@ -15,9 +15,12 @@ References: Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
@@ -112,6 +115,14 @@ def lora_config(options: LoraOptions, targets: list[str]):
                       target_modules=list(targets), bias="none")
 
 
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft reads transformers' deprecated ``is_gradient_checkpointing``: a FutureWarning per wrap."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
+
+
 def wrap_with_lora(model: Any, task: Any, options: LoraOptions) -> Any:
     """Freeze the backbone and wrap it in a peft LoRA model (targets checked first)."""
     from peft import get_peft_model
@@ -122,7 +133,8 @@ def wrap_with_lora(model: Any, task: Any, options: LoraOptions) -> Any:
     model = prepare_head(model, task, options)
     for p in task.modules(model).parameters():
         p.requires_grad_(False)
-    peft_model = get_peft_model(backbone, lora_config(options, targets))
+    with _quiet_peft():
+        peft_model = get_peft_model(backbone, lora_config(options, targets))
     model = set_backbone(task, model, peft_model)
     for m in _head(task, model):
         for p in m.parameters():
@@ -166,13 +178,14 @@ def _merge_full_precision(peft_model: Any) -> nn.Module:
 
     import torch
     from peft import PeftModel
-    from transformers import AutoModel
 
     base_path = peft_model.peft_config["default"].base_model_name_or_path
+    base_class = type(peft_model.get_base_model())  # the quantized model's own class: a causal LM keeps its head
     with tempfile.TemporaryDirectory() as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
-        base = AutoModel.from_pretrained(base_path, dtype=torch.float32)
-        return PeftModel.from_pretrained(base, tmp).merge_and_unload()
+        base = base_class.from_pretrained(base_path, dtype=torch.float32)
+        with _quiet_peft():
+            return PeftModel.from_pretrained(base, tmp).merge_and_unload()
 
 
 def merge_run(run_dir: str | Path, output_dir: str | Path, *, overwrite: bool = False) -> Path:
@@ -199,7 +212,8 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, *, overwrite: bool = 
     task = TASKS.get(info.get("task", cfg.task))()
     model = task.load_model(cfg, pick_device("cpu"))
     backbone = backbone_of(task, model)
-    merged = PeftModel.from_pretrained(backbone, str(run / ADAPTER_DIR)).merge_and_unload()
+    with _quiet_peft():
+        merged = PeftModel.from_pretrained(backbone, str(run / ADAPTER_DIR)).merge_and_unload()
     model = set_backbone(task, model, merged)
     with staged_dir(out) as staging:
         task.save(model, staging)

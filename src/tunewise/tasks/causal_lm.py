@@ -6,7 +6,8 @@ asks "was the format learned?": on held-out prompts, exact match and a format ch
 user chooses (valid JSON, a regular expression, or a Python callable), beside the held-out
 loss and perplexity of the expected answers. The default strategy is LoRA (seed 003; see
 ``TASK_DEFAULT_STRATEGY`` in :mod:`tunewise.config`): a config that names no strategy gets
-``lora``; ``full``, ``partial`` and ``qlora`` (CUDA only) are chosen explicitly.
+``lora``; ``full``, ``partial`` and ``qlora`` (4-bit base; on CPU it needs bitsandbytes >= 0.50)
+are chosen explicitly.
 
 Data are tokenized here (:mod:`tunewise.data.chat`: chat template, prompt masked with -100,
 truncation counted) and handed to SFTTrainer pre-tokenized, which trains, packs (best-fit,
@@ -15,12 +16,14 @@ truncation counted) and handed to SFTTrainer pre-tokenized, which trains, packs 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from tunewise.config import RunConfig
@@ -139,11 +142,6 @@ class CausalLMTask:
         from tunewise.evaluate.generation import check_format_spec
 
         llm.format_check = check_format_spec(llm.format_check)  # a callable set after loading -> its name
-        if config.strategy_name == "qlora":
-            from tunewise.models.loading import pick_device
-
-            if not pick_device(config.train.device).startswith("cuda"):
-                raise TunewiseError("strategy qlora: 4-bit QLoRA needs a CUDA GPU (bitsandbytes); use strategy lora on CPU")
         if config.train.early_stopping_patience is not None:
             raise TunewiseError("train.early_stopping_patience: not supported for causal_lm yet; set a number of epochs")
         if not dc.train:
@@ -269,9 +267,10 @@ class CausalLMTask:
         args = SFTConfig(**kwargs)
         for name in ("trl", "transformers.trainer"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=data.formatter.tokenizer, callbacks=list(callbacks or []),
-                             optimizers=optimizers)
+        with _no_dataset_bars():  # TRL's "Truncating" / "Dropping fully masked examples" passes
+            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                 processing_class=data.formatter.tokenizer, callbacks=list(callbacks or []),
+                                 optimizers=optimizers)
         quiet_progress(trainer)
         trainer.remove_callback(PrinterCallback)  # without a tty the log dicts would go to stdout
         start = time.perf_counter()
@@ -323,3 +322,16 @@ class CausalLMTask:
                         f"match{'' if check == 'none' else f' and format check {check}'})")
         return {"library": "peft" if self._saved_adapter else "transformers", "pipeline_tag": "text-generation",
                 "usage": usage, "evaluated_on": evaluated_on}
+
+
+@contextlib.contextmanager
+def _no_dataset_bars() -> Iterator[None]:
+    from datasets.utils import logging as ds_logging
+
+    was_enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            ds_logging.enable_progress_bar()
