@@ -152,3 +152,20 @@ def test_report_images_display_in_headless_chromium(tmp_path, results):
     broken.write_text(render_html(title="t", images={}).replace(
         "</body>", '<img src="data:image/png;base64,AAAA">' + PROBE + "</body>"))
     assert 'data-images-ok="no"' in render_in_chromium(broken, tmp_path / "profile2")
+
+
+@pytest.mark.parametrize("seeds, labels", [(1, ["one seed"]), (2, ["mean over seeds", "± 1 std over seeds"])])
+def test_improvement_legend_names_a_spread_only_when_seeds_repeat(seeds, labels):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tunewise.report.plots import _improvement
+
+    points = [BudgetPoint(n, s, 0.5, 0.5 + 0.01 * n ** 0.5 + 0.001 * s, n * 0.1, 1.0) for n in (10, 20, 40) for s in range(seeds)]
+    rows = summarize_points(points)
+    fig, ax = plt.subplots()
+    _improvement(rows, [r.size for r in rows], ax)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
+    plt.close(fig)

@@ -52,9 +52,11 @@ def _mark_knee(ax: Any, x: float, label: str) -> None:
 def _improvement(rows: Sequence[SizeSummary], x: list[float], ax: Any) -> None:
     mean = [100 * r.mean_rel_improvement for r in rows]
     spread = [100 * r.std for r in rows]
-    ax.plot(x, mean, marker="o", color="tab:blue", label="mean over seeds")
-    ax.fill_between(x, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
-                    color="tab:blue", alpha=0.2, label="± 1 std over seeds")
+    repeated = any(r.n > 1 for r in rows)  # one seed: no spread to show or to name in the legend
+    ax.plot(x, mean, marker="o", color="tab:blue", label="mean over seeds" if repeated else "one seed")
+    if repeated:
+        ax.fill_between(x, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
+                        color="tab:blue", alpha=0.2, label="± 1 std over seeds")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_ylabel("relative improvement (%)")
     ax.grid(alpha=0.3)
