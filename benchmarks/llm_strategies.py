@@ -100,9 +100,9 @@ def main() -> None:
         rows = [r for r in json.loads(out.with_suffix(".json").read_text())["rows"] if r["strategy"] not in args.strategies]
     with tempfile.TemporaryDirectory(prefix="tunewise-llm-bench-") as tmp:
         for name in args.strategies:
-            rows.append(run_strategy(name, Path(tmp) / name))
-            rows.sort(key=lambda r: list(OVERRIDES).index(r["strategy"]))
-            print(json.dumps(rows[-1]), flush=True)
+            row = run_strategy(name, Path(tmp) / name)
+            print(json.dumps(row), flush=True)
+            rows = sorted([*rows, row], key=lambda r: list(OVERRIDES).index(r["strategy"]))
             write(rows, out)  # after each strategy: an interrupted run keeps what finished
 
 

@@ -132,19 +132,23 @@ estimate, calibrated on the demo: retention was 0.40-0.52 x activations). Checke
 | run | estimate (MiB) | measured (MiB) | error |
 |---|---:|---:|---:|
 | `tunewise demo` (MiniLM full, b16, 400 pairs x 3 epochs), fresh clone | 1956 | 2153 | -9.2% |
-| `tunewise demo --task llm` (SmolLM2-135M LoRA, b8, longest sequence 55 tokens) | 2016 | 2297 | -12.2% |
-| the same with `strategy=full`, learning rate 5e-5 | 3393 | 3450 | -1.7% |
-| the same with `strategy.name=qlora` (NF4 base on CPU, bf16 matmuls; 2026-11-23) | 1668 | 2052 | -18.7% |
+| `tunewise demo --task llm` (SmolLM2-135M, LoRA r=8 on every linear layer, dropout 0.05, b8, longest sequence 55 tokens) | 2752 | 3052 | -9.8% |
+| the same with `strategy.name=qlora` (NF4 base on CPU, bf16 matmuls) | 2404 | 2420 | -0.7% |
+| the same with `strategy=full`, learning rate 5e-5 | 3393 | 3537 | -4.1% |
+| earlier LLM demo runs with LoRA on q/v only: `lora` | 2146 | 2297-2350 | -7%..-9% |
+| the same, `qlora` | 1798 | 2048-2052 | -12.2% |
 
-The two LLM estimates were recomputed with the committed code for the settings of those runs:
-the estimate now uses the longest tokenized training sequence (batches are padded to it),
-not `llm.max_length`; the runs themselves, estimated at `llm.max_length` (96), recorded 2738 and
-4300 MiB (+19% and +25%). The QLoRA run's gap (-18.7%; the same model in the plain training
-loop above is within 2.5%) is in TRL's SFT step, not the model: with `train.cpu_allocator=trim`
-it measured 1891 MiB against 1344 estimated: about 550 MiB the estimate does not count,
-not yet traced tensor by tensor (the suspects are TRL's fused LM head and its entropy and
-token-accuracy metrics over the 49,152-token vocabulary); on the LoRA run the fp32 base
-dilutes the same gap to -12%.
+The LLM rows are from `benchmarks/llm_strategies.py` (2026-11-23; `benchmarks/results/llm_strategies.md`);
+the q/v rows' estimates were recomputed with the committed code. Two things the estimate missed
+before 2026-11-23: a run's own LoRA targets (it assumed q/v whatever the run adapted: -34% on the
+all-linear run) and LoRA's dropout, which makes every adapted layer keep its own dropped copy of
+its input and the dropout mask instead of sharing the layer's input (counted with autograd's
+saved-tensor hooks; `tests/unit/test_memory_estimate.py` pins it per target set). Runs are now
+estimated from the adapters the prepared model holds. The rows above the notes use peft's
+default dropout 0 on q/v, as measured. What remains of the q/v QLoRA gap (about 250 MiB; the
+same model in the plain training loop above is within 2.5%) is in TRL's SFT step and is not
+traced tensor by tensor; it no longer shows on the all-linear runs, whose larger activations
+the estimate counts correctly.
 """
 
 
@@ -385,7 +389,7 @@ def _estimate(row: dict, device: str, overhead: int | None):
     return estimate(
         _arch(row["model"]), task=_task(row["model"]), strategy=row["strategy"], precision=row.get("precision", "fp32"),
         batch_size=row["batch_size"], seq_len=row["seq_len"], gradient_checkpointing=row.get("gradient_checkpointing", False),
-        device=device, overhead_bytes=overhead,
+        device=device, overhead_bytes=overhead, lora_targets=("q", "v"), lora_dropout=0.0,  # the rows' peft LoraConfig
     )
 
 

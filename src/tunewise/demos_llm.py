@@ -4,7 +4,7 @@ Seed 001: fine-tune an LLM to change its *format* (SQL, API calls, a JSON shape)
 knowledge. Here every English question of the packaged construction FAQ is answered with one
 fixed JSON object, ``{"category": "<slug>"}`` (the FAQ's 39 category slugs, e.g.
 ``bygglov``). The pre-trained model answers in prose, so before fine-tuning almost no output
-has the format; after a few minutes of LoRA on 2 CPU cores nearly all do. ``format_valid``
+has the format; after two minutes of LoRA on 2 CPU cores nearly all do. ``format_valid``
 (a regular expression for the fixed object) is the primary metric; ``exact_match`` also
 needs the right category, which is harder for a 135M model: the gap between the two is
 seed 001's point, made visible.
@@ -24,9 +24,9 @@ from tunewise.demo import cache_dir
 from tunewise.models.defaults import load_faq
 from tunewise.outputs import write_text
 
-# Measured on the shared 2-core machine while other jobs ran (load 4-14): 300 questions x 2 epochs
-# took 20-35 min wall, 1,150-1,240 CPU-seconds (format_valid 0 -> 0.90-1.00). 200 x 2 with 40 held
-# out needs about 40% less CPU; on an idle 2-core machine that is roughly 6-8 minutes end to end.
+# 200 questions x 2 epochs, 40 held out: about 2 minutes end to end on an idle 2-core CPU with
+# LoRA on every linear layer (format_valid 0 -> 0.97-1.00, exact_match 0 -> 0.175; q/v-only
+# adapters learned the format but no category): benchmarks/results/llm_strategies.md.
 LLM_DEMO_TRAIN = 200
 LLM_DEMO_EVAL = 40
 FORMAT_REGEX = r'\{"category": "[a-z0-9åäö-]+"\}'

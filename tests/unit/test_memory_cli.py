@@ -76,6 +76,9 @@ def test_does_not_fit_lists_changes_best_first(app):
         (["--device-memory", "24"], "error: --device-memory: '24' has no unit"),
         (["--strategy", "lorra"], "error: strategy: unknown 'lorra' (did you mean 'lora'?)"),
         (["--precision", "4bit"], "error: precision: 4-bit weights cannot be trained directly"),
+        (["--strategy", "lora", "--lora-targets", "q,value"], "error: lora-targets: unknown 'value'"),
+        (["--strategy", "lora", "--lora-targets", ","], "error: --lora-targets: empty"),
+        (["--strategy", "lora", "--lora-dropout", "1.5"], "error: lora-dropout: must be in [0, 1)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(app, tiny_bert, args, message):

@@ -113,8 +113,21 @@ def _saved_bytes(model, run) -> int:
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_llama_block_formula_matches_autograd_saved_tensors(lora):
+LLAMA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LLAMA_ROLES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "mlp_in", "up_proj": "mlp_in",
+               "down_proj": "mlp_out"}
+
+
+@pytest.mark.parametrize("targets, dropout", [
+    (None, 0.0),  # full fine-tuning
+    (["q_proj", "v_proj"], 0.0),
+    (["q_proj", "v_proj"], 0.05),  # each adapted layer keeps its own dropped input and mask
+    (["o_proj", "down_proj"], 0.05),
+    (["gate_proj", "up_proj"], 0.05),
+    (LLAMA_ALL, 0.0),
+    (LLAMA_ALL, 0.05),  # tunewise's causal-LM default
+])
+def test_llama_block_formula_matches_autograd_saved_tensors(targets, dropout):
     """Independent check: what autograd actually saves for one more block equals the formula."""
     torch.manual_seed(0)
     b, s = 2, 16
@@ -124,18 +137,60 @@ def test_llama_block_formula_matches_autograd_saved_tensors(lora):
         cfg = LlamaConfig(hidden_size=64, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                           intermediate_size=128, vocab_size=256)
         model = AutoModelForCausalLM.from_config(cfg).train()
-        if lora:
+        if targets:
             from peft import LoraConfig, get_peft_model
 
-            model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+            model = get_peft_model(model, LoraConfig(r=4, target_modules=targets, lora_dropout=dropout))
         return _saved_bytes(model, lambda: model(input_ids=ids, labels=ids).loss)
 
     spec = load_arch(LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                  intermediate_size=128, vocab_size=256))
-    formula = block_activation_bytes_per_token(spec, s, mode="frozen" if lora else "full", targets=("q", "v") if lora else (),
-                                               lora_rank=4, dt=_dtypes("fp32", "cpu"), math_attention=False)
+    roles = tuple(sorted({LLAMA_ROLES[t] for t in targets or ()}))
+    formula = block_activation_bytes_per_token(spec, s, mode="frozen" if targets else "full", targets=roles,
+                                               lora_rank=4, dt=_dtypes("fp32", "cpu"), math_attention=False,
+                                               lora_dropout=dropout)
     measured = (saved(3) - saved(2)) / (b * s)  # the third block (the first has no grad-requiring input under LoRA)
     assert measured == pytest.approx(formula, rel=0.02)
+
+
+def test_a_run_is_estimated_with_the_adapters_its_model_holds():
+    """run_settings reads the roles, rank and dropout from the prepared model, not from defaults."""
+    from peft import LoraConfig, get_peft_model
+
+    from tunewise.config import load_config
+    from tunewise.memory.runs import lora_role, run_settings
+
+    cfg = load_config(None, ["task=causal_lm", "strategy.name=lora"])
+    llama = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                         num_key_value_heads=2, intermediate_size=128, vocab_size=256))
+    model = get_peft_model(llama, LoraConfig(r=6, target_modules=["k_proj", "down_proj"], lora_dropout=0.1))
+    settings = run_settings(cfg, model, "cpu")
+    assert (settings["lora_targets"], settings["lora_rank"], settings["lora_dropout"]) == (("k", "mlp_out"), 6, 0.1)
+    bert = AutoModel.from_config(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                            intermediate_size=128, vocab_size=1000))
+    roles = {n: lora_role(n, m) for n, m in bert.encoder.layer[0].named_modules() if isinstance(m, torch.nn.Linear)}
+    assert roles == {"attention.self.query": ("q",), "attention.self.key": ("k",), "attention.self.value": ("v",),
+                     "attention.output.dense": ("o",), "intermediate.dense": ("mlp_in",), "output.dense": ("mlp_out",)}
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=1, n_head=4, vocab_size=256, bos_token_id=0, eos_token_id=0))
+    block = gpt2.transformer.h[0]
+    assert [lora_role(n, getattr(block.attn if n.startswith("attn") else block.mlp, n.split(".")[1]))
+            for n in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")] == [("q", "k", "v"), ("o",), ("mlp_in",), ("mlp_out",)]
+
+
+def test_causal_lm_lora_defaults_to_every_linear_layer_and_costs_more_than_q_v():
+    spec = load_arch(LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                 intermediate_size=128, vocab_size=256))
+    lm = estimate(spec, task="causal_lm", strategy="lora", batch_size=4, seq_len=64)
+    assert lm.inputs["lora_targets"] == ["q", "k", "v", "o", "mlp_in", "mlp_out"] and lm.inputs["lora_dropout"] == 0.05
+    qv = estimate(spec, task="causal_lm", strategy="lora", batch_size=4, seq_len=64, lora_targets=("q", "v"))
+    no_drop = estimate(spec, task="causal_lm", strategy="lora", batch_size=4, seq_len=64, lora_dropout=0.0)
+    assert qv.activations_bytes < no_drop.activations_bytes < lm.activations_bytes
+    assert qv.trainable_params < lm.trainable_params
+    assert estimate(spec, task="causal_lm", strategy="lora", lora_targets=("all",)).inputs["lora_targets"] == lm.inputs["lora_targets"]
+    with pytest.raises(TunewiseError, match=r"lora-targets: unknown 'query'; use some of q, k, v"):
+        estimate(spec, task="causal_lm", strategy="lora", lora_targets=("query",))
 
 
 def test_bert_block_formula_matches_autograd_saved_tensors():
@@ -159,9 +214,11 @@ def test_checkpointing_lora_and_precision_reduce_what_they_should():
     assert ckpt.total_bytes < full.total_bytes and ckpt.peak_phase == full.peak_phase == "backward"
     spec = load_arch(LlamaConfig(**LLAMA2_7B))
     kw = dict(task="causal_lm", batch_size=4, seq_len=1024, device="cuda")
-    lora = estimate(spec, strategy="lora", **kw)
+    lora = estimate(spec, strategy="lora", lora_targets=("q", "v"), **kw)
     # r*(in+out) for q and v in 32 layers: peft prints "trainable params: 4,194,304" for LLaMA-7B
     assert lora.trainable_params == 32 * 2 * 8 * (4096 + 4096) == 4_194_304
+    # tunewise's causal-LM default, every linear layer: peft prints 19,988,480
+    assert estimate(spec, strategy="lora", **kw).trainable_params == 19_988_480
     assert lora.optimizer_bytes == 8 * lora.trainable_params
     mixed_lora = estimate(spec, strategy="lora", precision="bf16", **kw)
     assert mixed_lora.activations_bytes < lora.activations_bytes

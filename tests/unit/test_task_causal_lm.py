@@ -199,7 +199,10 @@ def test_lora_adapter_and_merged_model(tmp_path, tiny_llama):
     result = fit(config(tmp_path, tiny_llama, data, train__epochs=1, strategy={"name": "lora", "rank": 4}), console=QUIET)
     m = result.metrics
     assert m["strategy"]["name"] == "lora" and m["strategy"]["trainable_params"] < m["strategy"]["total_params"]
-    assert (result.output_dir / "adapter" / "adapter_config.json").is_file()
+    adapter = json.loads((result.output_dir / "adapter" / "adapter_config.json").read_text())
+    # causal LMs adapt every linear layer of the blocks by default (q/v alone learned no answers on the demo)
+    assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert m["memory"]["estimate"]["inputs"]["lora_targets"] == ["q", "k", "v", "o", "mlp_in", "mlp_out"]
     merged = AutoModelForCausalLM.from_pretrained(result.output_dir)  # merged (strategy merge: true)
     assert not hasattr(merged, "peft_config")
     assert (result.output_dir / "chat_template.jinja").is_file() or "chat_template" in (

@@ -40,6 +40,8 @@ def memory(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Image side for vision models (default: the config's)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward."),
     lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank r."),
+    lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Adapted projections, comma-separated among q,k,v,o,mlp_in,mlp_out, or all (default: tunewise's: all for causal_lm, else q,v)."),
+    lora_dropout: float = typer.Option(0.05, "--lora-dropout", help="LoRA dropout (each adapted layer then keeps its own dropped input)."),
     texts_per_example: Optional[int] = typer.Option(None, "--texts-per-example", help="Texts encoded per example (embedding default 2: anchor + positive)."),
     trainable_layers: Optional[int] = typer.Option(None, "--trainable-layers", help="Top blocks trained by --strategy partial."),
     num_labels: int = typer.Option(2, "--num-labels", help="Classes for classification/image heads."),
@@ -76,7 +78,7 @@ def memory(
     spec = load_arch(model, **overrides)
     settings = dict(task=task, strategy=strategy, precision=precision, optimizer=optimizer, batch_size=batch_size,
                     seq_len=seq_len, gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank,
-                    image_size=image_size, texts_per_example=texts_per_example, trainable_layers=trainable_layers,
+                    lora_targets=_roles(lora_targets), lora_dropout=lora_dropout, image_size=image_size, texts_per_example=texts_per_example, trainable_layers=trainable_layers,
                     num_labels=num_labels, device=device)
     if budget is not None:
         source = "--device-memory"
@@ -97,6 +99,18 @@ def memory(
         print(json.dumps({"model": spec.source, "estimate": result.estimate.as_dict(), "advice": result.as_dict()}, indent=2, default=str))
         return
     _render(Console(), spec, result)
+
+
+def _roles(value: str | None) -> tuple[str, ...] | None:
+    """``--lora-targets q,v`` / ``all`` as the estimator's roles (checked there)."""
+    from tunewise.errors import TunewiseError
+
+    if value is None:
+        return None
+    roles = tuple(r.strip() for r in value.split(",") if r.strip())
+    if not roles:
+        raise TunewiseError("--lora-targets: empty; write e.g. q,v or all")
+    return roles
 
 
 def _render(console: Console, spec, result) -> None:

@@ -22,7 +22,7 @@ from tunewise.memory.advise import (
     preflight,
 )
 from tunewise.memory.architecture import ArchSpec, load_arch
-from tunewise.memory.estimate import MemoryEstimate, estimate
+from tunewise.memory.estimate import DEFAULT_LORA_DROPOUT, MemoryEstimate, estimate
 from tunewise.memory.measure import PeakMemory, configure_cpu_allocator
 
 
@@ -44,6 +44,7 @@ def estimate_memory(
     num_labels: int = 2,
     device: str = "cpu",
     overhead_bytes: int | None = None,
+    lora_dropout: float = DEFAULT_LORA_DROPOUT,
     **arch_overrides: Any,
 ) -> MemoryEstimate:
     """Estimate the peak memory of fine-tuning ``model`` (weights are never loaded).
@@ -53,7 +54,7 @@ def estimate_memory(
             (the packaged all-MiniLM-L6-v2, or nothing when ``family=`` is given).
         task, strategy, precision, optimizer, batch_size, seq_len, gradient_checkpointing,
         lora_rank, image_size, texts_per_example, trainable_layers, lora_targets, num_labels,
-        device, overhead_bytes: see :func:`tunewise.memory.estimate.estimate`.
+        device, overhead_bytes, lora_dropout: see :func:`tunewise.memory.estimate.estimate`.
         **arch_overrides: :class:`ArchSpec` fields (``family``, ``hidden``, ``n_layers``,
             ``heads``, ``intermediate``, ``vocab``, ``n_params`` ...) that win over the config
             or describe an architecture the config reader does not know.
@@ -73,7 +74,7 @@ def estimate_memory(
         spec, task=task, strategy=strategy, precision=precision, optimizer=optimizer, batch_size=batch_size,
         seq_len=seq_len, gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank, image_size=image_size,
         texts_per_example=texts_per_example, trainable_layers=trainable_layers, lora_targets=lora_targets,
-        num_labels=num_labels, device=device, overhead_bytes=overhead_bytes,
+        num_labels=num_labels, device=device, overhead_bytes=overhead_bytes, lora_dropout=lora_dropout,
     )
 
 

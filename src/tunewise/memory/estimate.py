@@ -65,6 +65,13 @@ OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "adamw8bit": 2.0, "sgd": 0.0}
 # retention of 0.40-0.52x the peak live activations (778 MiB).
 CPU_DEFAULT_ALLOCATOR_RETENTION = 0.5
 DEFAULT_LORA_TARGETS = {"decoder": ("q", "v"), "encoder": ("q", "v"), "vit": ("q", "v"), "clip": ("q", "v"), "cnn": ()}
+LORA_ROLES = ("q", "k", "v", "o", "mlp_in", "mlp_out")
+DEFAULT_LORA_DROPOUT = 0.05  # strategies.lora.LoraOptions.dropout
+
+
+def default_lora_targets(spec: ArchSpec, task: str) -> tuple[str, ...]:
+    """The roles tunewise adapts by default: every linear layer for causal LMs, else q and v (peft's table)."""
+    return LORA_ROLES if task == "causal_lm" and spec.family == "decoder" else DEFAULT_LORA_TARGETS[spec.family]
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,8 @@ class _Dtypes:
     r: what norms save (fp32: autocast runs norms in fp32, HF's RMSNorm upcasts);
     s: the residual stream (fp32, also under autocast, whose additions promote);
     m: dropout masks (CPU multiplies by a noise tensor of the input dtype, CUDA keeps bools);
-    lora: LoRA's input (peft casts it to the fp32 adapter dtype; autocast re-casts it to 16 bits).
+    lora: LoRA's input (peft casts it to the fp32 adapter dtype; autocast re-casts it to 16 bits);
+    lora_mask: LoRA dropout's mask (taken on the fp32 cast: a fp32 noise tensor on CPU, bools on CUDA).
     """
 
     c: int
@@ -134,6 +142,7 @@ class _Dtypes:
     s: int
     m: int
     lora: int
+    lora_mask: int
 
 
 def _dtypes(precision: str, device: str) -> _Dtypes:
@@ -149,11 +158,19 @@ def _dtypes(precision: str, device: str) -> _Dtypes:
     if precision == "4bit":
         precision = "bf16" if cuda else "fp32"
     c = 4 if precision == "fp32" else 2
-    return _Dtypes(c=c, r=4, s=4, m=1 if cuda else c, lora=c)
+    return _Dtypes(c=c, r=4, s=4, m=1 if cuda else c, lora=c, lora_mask=1 if cuda else 4)
+
+
+def lora_modules(spec: ArchSpec, role: str) -> tuple[int, int]:
+    """(adapted layers, input width) of one LoRA target role in a block (a gated MLP has two input projections)."""
+    widths = {"q": spec.hidden, "k": spec.hidden, "v": spec.hidden, "o": spec.heads * spec.head_dim,
+              "mlp_in": spec.hidden, "mlp_out": spec.intermediate}
+    return (2 if role == "mlp_in" and spec.gated_mlp else 1), widths[role]
 
 
 def block_activation_bytes_per_token(
-    spec: ArchSpec, seq_len: int, *, mode: str, targets: tuple[str, ...], lora_rank: int, dt: _Dtypes, math_attention: bool
+    spec: ArchSpec, seq_len: int, *, mode: str, targets: tuple[str, ...], lora_rank: int, dt: _Dtypes, math_attention: bool,
+    lora_dropout: float = 0.0,
 ) -> float:
     """Bytes autograd saves per token in one transformer block.
 
@@ -164,6 +181,8 @@ def block_activation_bytes_per_token(
             still save their input).
         targets: LoRA target projections among q, k, v, o, mlp_in, mlp_out.
         lora_rank: r; each LoRA module saves its A output (r per token).
+        lora_dropout: LoRA's dropout; above 0 each adapted layer saves its own dropped copy of
+            its input and the dropout mask instead of sharing the layer's input.
         dt: bytes per element of each kind of tensor.
         math_attention: SDPA's math path (see :func:`uses_math_attention`): keeps the a*s
             probabilities (with dropout also the mask and the dropped probabilities) per
@@ -176,17 +195,22 @@ def block_activation_bytes_per_token(
     h, i, a, d, kv = spec.hidden, spec.intermediate, spec.heads, spec.head_dim, spec.kv_heads
     full = mode == "full"
     on = set(targets)
+    dropped = not full and lora_dropout > 0  # LoRA layers see their own dropout copies, not the shared input
     saved = 0.0
     if full:
         saved += h * dt.c  # input of q/k/v projections
-    elif on & {"q", "k", "v"}:
+    elif on & {"q", "k", "v"} and not dropped:
         saved += h * dt.lora
     if math_attention and (full or "o" in on):
         saved += a * d * dt.c  # o-proj input: a copy made by transpose+reshape
-    if full or "mlp_in" in on:
+    if full or ("mlp_in" in on and not dropped):
         saved += h * dt.c  # input of fc1 / gate+up
-    if full or "mlp_out" in on:
+    if full or ("mlp_out" in on and not dropped):
         saved += i * dt.c  # input of fc2 / down
+    if dropped:
+        for role in on:
+            layers, width = lora_modules(spec, role)
+            saved += layers * width * (dt.lora + dt.lora_mask)  # the dropped input (A's input) and the mask
     if math_attention:
         kv = a  # the math path repeats grouped k/v heads before its matmuls
     saved += (a * d + 2 * kv * d) * dt.c  # q, k, v kept by attention
@@ -200,7 +224,7 @@ def block_activation_bytes_per_token(
     saved += (3 if spec.gated_mlp else 1) * i * dt.c  # act(gate) input, output and up / GELU input
     if spec.hidden_dropout > 0:
         saved += 2 * h * dt.m
-    saved += len(on) * lora_rank * dt.c
+    saved += sum(lora_modules(spec, role)[0] for role in on) * lora_rank * dt.c  # each A's output
     return saved
 
 
@@ -362,6 +386,7 @@ def estimate(
     num_labels: int = 2,
     device: str = "cpu",
     overhead_bytes: int | None = None,
+    lora_dropout: float = DEFAULT_LORA_DROPOUT,
 ) -> MemoryEstimate:
     """Estimate the peak memory of one training step (see the module docstring for the model).
 
@@ -382,12 +407,14 @@ def estimate(
         texts_per_example: texts encoded per example; default 2 for "embedding"
             (anchor + positive, MultipleNegativesRankingLoss), else 1.
         trainable_layers: blocks trained by "partial" (default: a quarter, at least 1).
-        lora_targets: projections among q, k, v, o, mlp_in, mlp_out (default q, v: peft's
-            default for BERT and Llama).
+        lora_targets: projections among q, k, v, o, mlp_in, mlp_out, or ``("all",)`` (default:
+            tunewise's, all of them for causal LMs, else q and v, peft's default for BERT and Llama).
         num_labels: classes of a classification/image head.
         device: "cpu" or "cuda" (dropout masks, attention kernel, optimizer temporaries,
             overhead).
         overhead_bytes: framework overhead to use instead of the defaults.
+        lora_dropout: LoRA's dropout (tunewise's default 0.05); with dropout each adapted
+            layer keeps its own dropped input and mask.
 
     Returns:
         A :class:`MemoryEstimate`.
@@ -397,11 +424,19 @@ def estimate(
     """
     strategy, precision = _validate(spec, task, strategy, precision, optimizer, batch_size, seq_len, lora_rank,
                                     num_labels, image_size, overhead_bytes)
+    if lora_targets is not None and tuple(lora_targets) == ("all",):
+        lora_targets = LORA_ROLES
+    for role in lora_targets or ():
+        if role not in LORA_ROLES:
+            raise TunewiseError(f"lora-targets: unknown '{role}'{did_you_mean(role, list(LORA_ROLES))}; "
+                                f"use some of {', '.join(LORA_ROLES)}, or all")
+    if not 0.0 <= lora_dropout < 1.0:
+        raise TunewiseError(f"lora-dropout: must be in [0, 1), got {lora_dropout}")
     cuda = str(device).startswith("cuda")
     dt = _dtypes(precision, str(device))
     # Sentence pairs encode two texts per example; CLIP pairs one text with one image.
     texts = texts_per_example or (2 if task == "embedding" and spec.family != "clip" else 1)
-    targets = tuple(lora_targets) if lora_targets else DEFAULT_LORA_TARGETS[spec.family]
+    targets = tuple(lora_targets) if lora_targets else default_lora_targets(spec, task)
     towers = spec.towers or (spec,)
     p = _count_params(spec, towers, task, strategy, num_labels, trainable_layers, targets, lora_rank)
     notes: list[str] = []
@@ -433,7 +468,8 @@ def estimate(
         tokens_total += tokens
         math = uses_math_attention(tower, precision, str(device))
         block = tokens * block_activation_bytes_per_token(
-            tower, s, mode=mode, targets=targets if lora else (), lora_rank=lora_rank, dt=dt, math_attention=math
+            tower, s, mode=mode, targets=targets if lora else (), lora_rank=lora_rank, dt=dt, math_attention=math,
+            lora_dropout=lora_dropout,
         )
         # Each text of a pair is its own forward pass (sentence-transformers encodes the anchor
         # and positive columns separately): all passes' activations stay saved, but backward
@@ -486,7 +522,7 @@ def estimate(
         "task": task, "strategy": strategy, "precision": precision, "optimizer": optimizer, "batch_size": batch_size,
         "seq_len": seq_len, "gradient_checkpointing": gradient_checkpointing, "lora_rank": lora_rank,
         "image_size": image_size, "texts_per_example": texts, "trainable_layers": p.k_layers if strategy == "partial" else None,
-        "lora_targets": list(targets) if lora else None, "device": "cuda" if cuda else "cpu", "family": spec.family,
+        "lora_targets": list(targets) if lora else None, "lora_dropout": lora_dropout if lora else None, "device": "cuda" if cuda else "cpu", "family": spec.family,
         "model": spec.source,
     }
     return MemoryEstimate(

@@ -69,6 +69,73 @@ def _seq_len(cfg: RunConfig, model: Any, data: Any = None) -> int:
     return int(min(getattr(config, "max_position_embeddings", 512) or 512, 512))
 
 
+_FUSED_QKV = {"c_attn", "qkv", "qkv_proj", "query_key_value", "wqkv", "in_proj", "w_pack"}
+_QKV_NAMES = {"q": {"q_proj", "query", "q", "q_lin", "to_q", "wq"}, "k": {"k_proj", "key", "k", "k_lin", "to_k", "wk"},
+              "v": {"v_proj", "value", "v", "v_lin", "to_v", "wv"}}
+
+
+def lora_role(name: str, layer: Any) -> tuple[str, ...]:
+    """The estimator's roles of one adapted layer of a block, from its name and shape.
+
+    ``name`` is the layer's path inside the block (``self_attn.q_proj``, ``attention.output.dense``,
+    ``mlp.c_fc``...). Attention layers are q, k, v (a fused qkv layer is all three) or else o;
+    outside attention, a layer that widens its input is the MLP's input side, one that
+    narrows it the output side.
+    """
+    leaf = name.rsplit(".", 1)[-1].lower()
+    if leaf in _FUSED_QKV:
+        return ("q", "k", "v")
+    for role, names in _QKV_NAMES.items():
+        if leaf in names:
+            return (role,)
+    if "attn" in name.lower() or "attention" in name.lower():
+        return ("o",)
+    weight = getattr(layer, "weight", None)
+    n_in = getattr(layer, "in_features", None) or getattr(layer, "nx", None)
+    n_out = getattr(layer, "out_features", None) or getattr(layer, "nf", None)
+    if (n_in is None or n_out is None) and weight is not None and weight.dim() == 2:
+        n_out, n_in = weight.shape
+    return ("mlp_in",) if n_in is None or n_out is None or n_out >= n_in else ("mlp_out",)
+
+
+def lora_layout(model: Any) -> dict[str, Any] | None:
+    """The LoRA adapters a prepared model holds, as estimator settings (roles, rank, dropout).
+
+    Read from the model itself (peft's ``LoraLayer`` modules in its first transformer block),
+    so the estimate follows ``strategy.target_modules``, the task's default targets and peft's
+    own choice alike. None when the model has no adapters in a block stack.
+    """
+    from torch import nn
+
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return None
+    from tunewise.strategies.layers import find_blocks
+
+    if not isinstance(model, nn.Module):
+        return None
+    try:
+        _, blocks = find_blocks(model)
+    except TunewiseError:
+        return None
+    roles: set[str] = set()
+    ranks, dropouts = [], []
+    for name, module in blocks[0].named_modules():
+        if not isinstance(module, LoraLayer) or not module.r:
+            continue
+        adapter = next(iter(module.r))
+        roles.update(lora_role(name, module.get_base_layer()))
+        ranks.append(int(module.r[adapter]))
+        drop = module.lora_dropout[adapter]
+        dropouts.append(float(drop.p) if isinstance(drop, nn.Dropout) else 0.0)
+    if not roles:
+        return None
+    from tunewise.memory.estimate import LORA_ROLES
+
+    return {"lora_targets": tuple(r for r in LORA_ROLES if r in roles), "lora_rank": max(ranks), "lora_dropout": max(dropouts)}
+
+
 def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> dict[str, Any] | None:
     """Keyword arguments for :func:`tunewise.memory.estimate.estimate` describing this run."""
     task = _TASKS.get(cfg.task)
@@ -79,8 +146,12 @@ def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> d
         "batch_size": cfg.train.batch_size, "seq_len": _seq_len(cfg, model, data),
         "gradient_checkpointing": cfg.train.gradient_checkpointing,
     }
-    if "rank" in cfg.strategy:
-        settings["lora_rank"] = int(cfg.strategy["rank"])
+    if cfg.strategy_name in ("lora", "qlora"):
+        layout = lora_layout(model)  # the adapters the strategy put in (the model is prepared by now)
+        if layout is not None:
+            settings.update(layout)
+        elif "rank" in cfg.strategy:
+            settings["lora_rank"] = int(cfg.strategy["rank"])
     if task == "image":
         settings["image_size"] = int(cfg.image.size)
     return settings

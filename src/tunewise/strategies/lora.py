@@ -3,8 +3,10 @@
 Each targeted linear layer W gets W + (alpha / r) * B A with A (r x in) and B (out x r)
 trained, B starting at zero so training starts from the pre-trained model. Target modules
 come from peft's per-architecture table (``query``/``value`` for BERT, ``q_proj``/``v_proj``
-for Llama...) and fall back to every linear layer inside the transformer blocks; names given
-in ``target_modules`` must exist in the model.
+for Llama...) and fall back to every linear layer inside the transformer blocks; a task can
+ask for every linear layer of the blocks (causal LMs do: on the LLM demo, q/v adapters
+learned the output format but no answer, all-linear ones matched full fine-tuning, as
+Dettmers et al. 2023 found for QLoRA); names given in ``target_modules`` must exist in the model.
 
 The run folder gets the adapter in ``adapter/`` (peft format, plus ``tunewise_adapter.json``
 naming the base model); with ``merge: true`` (default) the folder itself is a plain merged
@@ -66,16 +68,26 @@ def _adaptable(backbone: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in backbone.named_modules() if isinstance(m, (nn.Linear, Conv1D, nn.Embedding, nn.Conv2d))}
 
 
-def default_targets(backbone: nn.Module) -> list[str]:
-    """peft's targets for the architecture, else the leaf names of every linear layer in the blocks."""
+def is_linear(module: nn.Module) -> bool:
+    """A linear layer LoRA can adapt: ``nn.Linear`` (bitsandbytes' 4-bit one included) or GPT-2's Conv1D."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def default_targets(backbone: nn.Module, *, all_linear: bool = False) -> list[str]:
+    """peft's targets for the architecture, else (or with ``all_linear``) every linear layer in the blocks.
+
+    Returns the leaf names (``q_proj``, ``down_proj``...); the output layer and embeddings,
+    which sit outside the blocks, are never targets.
+    """
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TABLE
 
     model_type = getattr(getattr(backbone, "config", None), "model_type", None)
-    if model_type in TABLE:
+    if model_type in TABLE and not all_linear:
         return sorted(TABLE[model_type])
     path, _ = find_blocks(backbone)
-    leaves = {n.rsplit(".", 1)[-1] for n, m in _adaptable(backbone).items()
-              if n.startswith(f"{path}.") and isinstance(m, nn.Linear)}
+    leaves = {n.rsplit(".", 1)[-1] for n, m in _adaptable(backbone).items() if n.startswith(f"{path}.") and is_linear(m)}
     if not leaves:
         raise TunewiseError("strategy.target_modules: found no linear layers to adapt; name them, e.g. [query, value]")
     return sorted(leaves)
@@ -123,12 +135,17 @@ def _quiet_peft() -> Iterator[None]:
         yield
 
 
+def lora_targets(task: Any, backbone: nn.Module, options: LoraOptions) -> list[str]:
+    """The module names a run adapts: ``target_modules``, else the default for the task and model."""
+    return options.target_modules or default_targets(backbone, all_linear=getattr(task, "lora_all_linear", False))
+
+
 def wrap_with_lora(model: Any, task: Any, options: LoraOptions) -> Any:
     """Freeze the backbone and wrap it in a peft LoRA model (targets checked first)."""
     from peft import get_peft_model
 
     backbone = backbone_of(task, model)
-    targets = options.target_modules or default_targets(backbone)
+    targets = lora_targets(task, backbone, options)
     check_targets(backbone, targets)
     model = prepare_head(model, task, options)
     for p in task.modules(model).parameters():

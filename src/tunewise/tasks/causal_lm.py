@@ -124,6 +124,7 @@ class CausalLMTask:
     primary_metric = "format_valid"  # "exact_match" without a format check (see config.TASK_METRICS)
     unit = "examples"
     default_model = PACKAGED_NAME
+    lora_all_linear = True  # LoRA/QLoRA adapt every linear layer of the blocks (see strategies.lora)
 
     @staticmethod
     def model_source(config: RunConfig) -> str:
