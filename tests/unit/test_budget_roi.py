@@ -170,3 +170,23 @@ def test_budgets_below_the_pretrained_score_never_set_the_knee():
     rec = recommend(None, times)
     assert rec.epochs == 12 and rec.time_knee is None  # not epoch 5, where the metric was below "before"
     assert "12 epochs give +15.0%" in rec.text
+
+
+def test_a_pretrained_score_of_zero_measures_absolute_gains():
+    """A format the base model never produces scores 0 before: no ratio, so the planner uses the gain."""
+    from tunewise.budget.roi import gain_name, gain_text, improvement
+
+    assert improvement(0.0, 0.9) == pytest.approx(0.9)  # absolute: 0.9 - 0
+    assert improvement(0.5, 0.6) == pytest.approx(0.2)  # relative as before
+    points = [_p(25, 0, 0.30, before=0.0), _p(50, 0, 0.60, before=0.0), _p(100, 0, 0.90, before=0.0),
+              _p(200, 0, 0.95, before=0.0), _p(400, 0, 0.97, before=0.0)]
+    rows = summarize_points(points)
+    assert all(r.absolute for r in rows)
+    assert [round(r.mean_rel_improvement, 2) for r in rows] == [0.30, 0.60, 0.90, 0.95, 0.97]
+    assert rows[2].roi == pytest.approx(0.009)  # 0.9 gained over 100 items
+    rec = recommend(rows, None, metric_name="format_valid")
+    # ROI per item 0.012, 0.012, 0.009, 0.00475 (down 60% from the peak), 0.0024 (down 80%): knee at 400
+    assert rec.items == 400 and rec.data_knee == 4
+    assert "absolute gain" in rec.text and "%" not in rec.text.split("items give")[1].split(" in format_valid")[0]
+    assert gain_text(0.9, True) == "+0.900" and gain_text(0.2, False) == "+20.0%"
+    assert gain_name(True) == "gain (absolute)"

@@ -68,7 +68,8 @@ class BudgetPoint:
 
     @property
     def relative_improvement(self) -> float:
-        return relative_improvement(self.metric_before, self.metric_after)
+        """The planner's improvement: relative, or the absolute gain from a pre-trained score of 0."""
+        return improvement(self.metric_before, self.metric_after)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class SizeSummary:
     mean_metric_before: float = 0.0
     epoch: float | None = None
     kind: str = "data"
+
+    @property
+    def absolute(self) -> bool:
+        """Whether the improvement is an absolute gain (the pre-trained model scored 0)."""
+        return not self.mean_metric_before > 0
 
     @property
     def budget(self) -> float:
@@ -131,6 +137,29 @@ def relative_improvement(metric_before: float, metric_after: float) -> float:
             "improvement is undefined; pick a metric on which it scores above 0"
         )
     return (metric_after - metric_before) / metric_before
+
+
+def improvement(metric_before: float, metric_after: float) -> float:
+    """What the budget planner measures a run by.
+
+    The relative improvement over the pre-trained model when it scores above 0; when it scores
+    0 (an output format it never produces, say) the ratio is undefined and the improvement is
+    the absolute gain ``m_after - m_before`` in the metric's own units (every point of a sweep
+    shares the pre-trained score, so all of its rows are of one kind).
+    """
+    if metric_before > 0:
+        return relative_improvement(metric_before, metric_after)
+    return metric_after - metric_before
+
+
+def gain_text(value: float, absolute: bool, digits: int = 1) -> str:
+    """An improvement for people: ``+12.3%`` relative, or ``+0.975`` as an absolute gain."""
+    return f"{value:+.3f}" if absolute else f"{100 * value:+.{digits}f}%"
+
+
+def gain_name(absolute: bool) -> str:
+    """Column and axis name of the improvement."""
+    return "gain (absolute)" if absolute else "rel. improvement"
 
 
 def roi(rel_improvement: float, budget: float) -> float:
@@ -249,12 +278,10 @@ def summarize_points(points: Iterable[BudgetPoint], kind: str | None = None) -> 
     ]
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:+.1f}%"
-
-
-def _pct_ceil(x: float) -> str:
-    # Round up so that "adds under x%" stays true of the measured value.
+def _pct_ceil(x: float, absolute: bool = False) -> str:
+    # Round up so that "adds under x" stays true of the measured value.
+    if absolute:
+        return f"{max(math.ceil(x * 1000) / 1000, 0):.3f}"
     return f"{max(math.ceil(100 * x * 100) / 100, 0):.2f}%"
 
 
@@ -308,10 +335,13 @@ def recommend(
             share = chosen.mean_rel_improvement / best.mean_rel_improvement
             rec.update(items=chosen.size, data_knee=knee, gain_share=share)
             head = f"About {chosen.size} labeled items"
+            absolute = chosen.absolute
+            kind = ("absolute gain (the pre-trained model scores 0, so no ratio)" if absolute
+                    else "relative improvement")
             detail = (
-                f"{chosen.size} items give {_pct(chosen.mean_rel_improvement)} relative "
-                f"improvement in {metric_name}, {100 * share:.0f}% of the best measured "
-                f"({_pct(best.mean_rel_improvement)} at {best.size} items)."
+                f"{chosen.size} items give {gain_text(chosen.mean_rel_improvement, absolute)} {kind} "
+                f"in {metric_name}, {100 * share:.0f}% of the best measured "
+                f"({gain_text(best.mean_rel_improvement, absolute)} at {best.size} items)."
             )
             if knee is None:
                 detail += (
@@ -324,14 +354,14 @@ def recommend(
                 per100 = max(beyond) * 100
                 rec["marginal_per_100_items"] = per100
                 detail += (
-                    f" Beyond that each extra 100 items adds under {_pct_ceil(per100)} relative "
-                    f"improvement (measured up to {data[-1].size} items)."
+                    f" Beyond that each extra 100 items adds under {_pct_ceil(per100, absolute)} "
+                    f"{'gain' if absolute else 'relative improvement'} (measured up to {data[-1].size} items)."
                 )
             elif knee is not None:
                 per100 = chosen.marginal_roi * 100
                 rec["marginal_per_100_items"] = per100
                 detail += (
-                    f" The last step, up to {chosen.size} items, added {_pct_ceil(per100)} per "
+                    f" The last step, up to {chosen.size} items, added {_pct_ceil(per100, absolute)} per "
                     "100 items; measure larger sizes to see what lies beyond."
                 )
             parts.append(detail)
@@ -357,7 +387,7 @@ def recommend(
         _warn_negative(times, "epochs", warnings, metric_name)
         parts.append(
             f"Time sweep at {chosen_t.size} items: {chosen_t.epoch:g} epochs give "
-            f"{_pct(chosen_t.mean_rel_improvement)}; evaluation took a further "
+            f"{gain_text(chosen_t.mean_rel_improvement, chosen_t.absolute)}; evaluation took a further "
             f"{_seconds(chosen_t.mean_eval_seconds)} per run (not counted as training)."
         )
     text = (head + " capture most of the gain. " if head else "") + " ".join(parts)

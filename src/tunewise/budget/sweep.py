@@ -355,8 +355,8 @@ def run_budget(
     else:
         before = None
     if before is not None and not before > 0:
-        raise TunewiseError(f"eval.primary: the pre-trained model scores {before} on {primary}, so relative "
-                            "improvement is undefined; choose a metric on which it scores above 0")
+        console.print(f"  the pre-trained model scores {before:g} on {primary}: no ratio to measure, so improvements "
+                      "are absolute gains in the metric")
 
     finished = 0
     total = len(jobs)

@@ -142,7 +142,7 @@ def demo(
         from tunewise.demos_llm import llm_demo_config
 
         cfg = llm_demo_config(output_dir or "runs/demo-llm", lang=lang or "en", overrides=overrides)
-        console.print("[bold]tunewise demo --task llm[/]: SmolLM2-135M-Instruct + LoRA learns to answer as a JSON object")
+        console.print(f"[bold]tunewise demo --task llm[/]: SmolLM2-135M-Instruct ({cfg.strategy_name}) learns to answer as a JSON object")
     else:
         from tunewise.demos_tasks import task_demo_config
 

@@ -87,24 +87,29 @@ def _sweep(cfg, out: Optional[str], *, quiet: bool, as_json: bool, **kwargs) -> 
 def _show(result) -> None:
     from rich.table import Table
 
+    from tunewise.budget.roi import gain_name, gain_text
+
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     rows = result.data_summary
     if rows:
         table = Table(title=f"labeled data ({result.metric}, before {result.metric_before:.4f})", title_justify="left")
-        for col in ("items", "seeds", "mean", "rel. improvement", "± std", "ROI / item", "marginal / item", "train s"):
+        absolute = rows[0].absolute
+        for col in ("items", "seeds", "mean", gain_name(absolute), "± std", "ROI / item", "marginal / item", "train s"):
             table.add_column(col, justify="right")
         for r in rows:
-            table.add_row(str(r.size), str(r.n), f"{r.mean_metric:.4f}", f"{100 * r.mean_rel_improvement:+.1f}%",
-                          f"{100 * r.std:.1f}%", f"{r.roi:.3g}", f"{r.marginal_roi:.3g}", f"{r.mean_seconds:.1f}")
+            table.add_row(str(r.size), str(r.n), f"{r.mean_metric:.4f}", gain_text(r.mean_rel_improvement, absolute),
+                          gain_text(r.std, absolute).lstrip("+"), f"{r.roi:.3g}", f"{r.marginal_roi:.3g}",
+                          f"{r.mean_seconds:.1f}")
         console.print(table)
     if result.time_summary:
         table = Table(title=f"training time ({result.time_summary[0].size} items)", title_justify="left")
-        for col in ("epoch", "train s", "mean", "rel. improvement", "ROI / s", "marginal / s", "eval s"):
+        absolute = result.time_summary[0].absolute
+        for col in ("epoch", "train s", "mean", gain_name(absolute), "ROI / s", "marginal / s", "eval s"):
             table.add_column(col, justify="right")
         for r in result.time_summary:
             table.add_row(f"{r.epoch:g}", f"{r.mean_seconds:.1f}", f"{r.mean_metric:.4f}",
-                          f"{100 * r.mean_rel_improvement:+.1f}%", f"{r.roi:.3g}", f"{r.marginal_roi:.3g}",
+                          gain_text(r.mean_rel_improvement, absolute), f"{r.roi:.3g}", f"{r.marginal_roi:.3g}",
                           f"{r.mean_eval_seconds:.1f}")
         console.print(table)
     console.print(f"[bold]recommendation:[/] {result.recommendation.text}")

@@ -70,18 +70,26 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], neg_cols=()) ->
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _gain(value: float, absolute: bool, sign: str) -> str:
+    """Relative improvements in %, absolute gains (pre-trained score 0) in the metric's units."""
+    return _num(value, f"{sign}.3f") if absolute else _num(100 * value, f"{sign}.2f") + "%"
+
+
 def _summary_table(rows: Sequence[SizeSummary], kind: str) -> str:
+    from tunewise.budget.roi import gain_name
+
     unit = "item" if kind == "data" else "s"
+    absolute = bool(rows) and rows[0].absolute
     header = (["items"] if kind == "data" else ["epoch", "items"]) + [
-        "seeds", "mean metric", "rel. improvement", "± std", f"ROI / {unit}",
+        "seeds", "mean metric", gain_name(absolute), "± std", f"ROI / {unit}",
         f"marginal ROI / {unit}", "train s", "eval s",
     ]
     body = []
     for r in rows:
         lead = [str(r.size)] if kind == "data" else [f"{r.epoch:g}", str(r.size)]
         body.append(lead + [
-            str(r.n), _num(r.mean_metric, ".4f"), _num(100 * r.mean_rel_improvement, "+.2f") + "%",
-            _num(100 * r.std, ".2f") + "%", _num(r.roi, ".3g"), _num(r.marginal_roi, ".3g"),
+            str(r.n), _num(r.mean_metric, ".4f"), _gain(r.mean_rel_improvement, absolute, "+"),
+            _gain(r.std, absolute, ""), _num(r.roi, ".3g"), _num(r.marginal_roi, ".3g"),
             _num(r.mean_seconds, ".1f"), _num(r.mean_eval_seconds, ".1f"),
         ])
     return _table(header, body, neg_cols=[len(header) - 3])

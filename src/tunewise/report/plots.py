@@ -49,16 +49,22 @@ def _mark_knee(ax: Any, x: float, label: str) -> None:
                 bbox={"boxstyle": "round", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
+def _scale(rows: Sequence[SizeSummary]) -> float:
+    """Relative improvements plot in %, absolute gains (pre-trained score 0) in the metric's units."""
+    return 1.0 if rows and rows[0].absolute else 100.0
+
+
 def _improvement(rows: Sequence[SizeSummary], x: list[float], ax: Any) -> None:
-    mean = [100 * r.mean_rel_improvement for r in rows]
-    spread = [100 * r.std for r in rows]
+    k = _scale(rows)
+    mean = [k * r.mean_rel_improvement for r in rows]
+    spread = [k * r.std for r in rows]
     repeated = any(r.n > 1 for r in rows)  # one seed: no spread to show or to name in the legend
     ax.plot(x, mean, marker="o", color="tab:blue", label="mean over seeds" if repeated else "one seed")
     if repeated:
         ax.fill_between(x, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
                         color="tab:blue", alpha=0.2, label="± 1 std over seeds")
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_ylabel("relative improvement (%)")
+    ax.set_ylabel("gain over the pre-trained score of 0" if k == 1.0 else "relative improvement (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
 
@@ -74,7 +80,8 @@ def _roi(rows: Sequence[SizeSummary], x: list[float], ax: Any, unit: str) -> Non
     ax.plot(x, [r.marginal_roi / scale for r in rows], marker="s", linestyle="--",
             color="tab:orange", label="marginal ROI (negative: worse)")
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_ylabel(f"relative improvement per {unit}" + (f" (× 1e{exp})" if exp else ""))
+    what = "gain" if rows and rows[0].absolute else "relative improvement"
+    ax.set_ylabel(f"{what} per {unit}" + (f" (× 1e{exp})" if exp else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
 
@@ -123,7 +130,7 @@ def plot_improvement_vs_seconds(
     _improvement(time, x, ax)
     _epoch_labels(ax, time, x)
     best = max(range(len(time)), key=lambda i: time[i].mean_rel_improvement)
-    ax.plot([x[best]], [100 * time[best].mean_rel_improvement], marker="*", markersize=14,
+    ax.plot([x[best]], [_scale(time) * time[best].mean_rel_improvement], marker="*", markersize=14,
             color="tab:red", linestyle="none", label=f"best: epoch {time[best].epoch:g}")
     ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("training seconds (evaluation excluded)")
