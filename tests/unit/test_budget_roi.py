@@ -189,4 +189,4 @@ def test_a_pretrained_score_of_zero_measures_absolute_gains():
     assert rec.items == 400 and rec.data_knee == 4
     assert "absolute gain" in rec.text and "%" not in rec.text.split("items give")[1].split(" in format_valid")[0]
     assert gain_text(0.9, True) == "+0.900" and gain_text(0.2, False) == "+20.0%"
-    assert gain_name(True) == "gain (absolute)"
+    assert gain_name(True) == "abs. gain"

@@ -169,3 +169,15 @@ def test_improvement_legend_names_a_spread_only_when_seeds_repeat(seeds, labels)
     _improvement(rows, [r.size for r in rows], ax)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
     plt.close(fig)
+
+
+def test_a_zero_baseline_report_speaks_of_absolute_gains(tmp_path):
+    """The pre-trained model scored 0 (a format it never produces): tables, captions and axes say gain."""
+    points = [BudgetPoint(n, s, 0.0, min(1.0, n / 200 + 0.05 * s), n * 0.5, 2.0) for n in (25, 50, 100, 200) for s in range(2)]
+    data = summarize_points(points)
+    images = plot_all(tmp_path / "plots", data, None, metric_name="format_valid")
+    text = render_html(title="LLM budget", recommendation=recommend(data, None, metric_name="format_valid"),
+                       data_summary=data, images=images)
+    assert "abs. gain" in text and "Absolute gain over the pre-trained model" in text
+    assert "rel. improvement" not in text and "relative improvement" not in text.lower().split("<h2>")[0]
+    assert "+0.150" in text  # 25 items: mean of 0.125 and 0.175, in the metric's units, no %

@@ -159,7 +159,7 @@ def gain_text(value: float, absolute: bool, digits: int = 1) -> str:
 
 def gain_name(absolute: bool) -> str:
     """Column and axis name of the improvement."""
-    return "gain (absolute)" if absolute else "rel. improvement"
+    return "abs. gain" if absolute else "rel. improvement"
 
 
 def roi(rel_improvement: float, budget: float) -> float:

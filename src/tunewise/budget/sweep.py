@@ -122,7 +122,8 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     run_cfg = point_config(cfg, job.seed, job.epochs if job.kind == "time" else None)
     strategy, options = resolve_strategy(run_cfg)
     subset = task.subset(data, list(job.indices))
-    model = _pretrained(task, run_cfg, device, strategy)
+    with _no_weight_bars():  # one weight-loading bar per point would bury the sweep's own progress
+        model = _pretrained(task, run_cfg, device, strategy)
     # As in fit: a classifier starts from the linear probe fitted on its (subset of) training items;
     # that pass over the items is part of what the budget costs, so it counts as training time.
     init_head = getattr(task, "init_head", None)
@@ -339,7 +340,10 @@ def run_budget(
                       + (f"; time curve at {plan.time_size} items over {plan.time_epochs:g} epochs"
                          if plan.time_size else ""))
         with console.status("evaluating the pre-trained model"):
-            model = task.load_model(cfg, device)
+            from tunewise.run import _no_weight_bars
+
+            with _no_weight_bars():
+                model = task.load_model(cfg, device)
             baseline = getattr(task, "baseline", None)
             if baseline is not None:
                 result = baseline(model, data, cfg)

@@ -147,12 +147,18 @@ def render_html(
         text = recommendation if isinstance(recommendation, str) else recommendation.text
         body.append(f'<h2>Recommendation</h2><p class="rec">{_e(text)}</p>')
 
+    rows = list(data_summary or []) + list(time_summary or [])
+    absolute = bool(rows) and rows[0].absolute  # the pre-trained model scored 0: gains, not ratios
+
     def figures(*names: str) -> None:
         for name in names:
             if name in images:
+                caption = CAPTIONS.get(name, name)
+                if absolute:
+                    caption = caption.replace("Relative improvement", "Absolute gain").replace("relative improvement", "gain")
                 body.append(
                     f'<figure><img src="{image_data_uri(images.pop(name))}" alt="{_e(name)}">'
-                    f"<figcaption>{_e(CAPTIONS.get(name, name))}</figcaption></figure>"
+                    f"<figcaption>{_e(caption)}</figcaption></figure>"
                 )
 
     if data_summary:
