@@ -132,23 +132,29 @@ estimate, calibrated on the demo: retention was 0.40-0.52 x activations). Checke
 | run | estimate (MiB) | measured (MiB) | error |
 |---|---:|---:|---:|
 | `tunewise demo` (MiniLM full, b16, 400 pairs x 3 epochs), fresh clone | 1956 | 2153 | -9.2% |
-| `tunewise demo --task llm` (SmolLM2-135M, LoRA r=8 on every linear layer, dropout 0.05, b8, longest sequence 55 tokens) | 2752 | 3052 | -9.8% |
-| the same with `strategy.name=qlora` (NF4 base on CPU, bf16 matmuls) | 2404 | 2420 | -0.7% |
-| the same with `strategy=full`, learning rate 5e-5 | 3393 | 3537 | -4.1% |
-| earlier LLM demo runs with LoRA on q/v only: `lora` | 2146 | 2297-2350 | -7%..-9% |
-| the same, `qlora` | 1798 | 2048-2052 | -12.2% |
+| `tunewise demo --task llm` (SmolLM2-135M, LoRA r=8 on every linear layer, dropout 0.05, b8, longest sequence 55 tokens) | 2837 | 3024-3052 | -6.2%..-7.0% |
+| the same with `strategy.name=qlora` (NF4 base on CPU, bf16 matmuls) | 2489 | 2420 | +2.9% |
+| the same with `strategy=full`, learning rate 5e-5 | 3478 | 3450-3537 | +0.8%..-1.7% |
+| earlier LLM demo runs with LoRA on q/v only: `lora` | 2231 | 2297-2350 | -2.9%..-5.0% |
+| the same, `qlora` | 1883 | 2048-2052 | -8.0%..-8.2% |
 
-The LLM rows are from `benchmarks/llm_strategies.py` (2026-11-23; `benchmarks/results/llm_strategies.md`);
-the q/v rows' estimates were recomputed with the committed code. Two things the estimate missed
-before 2026-11-23: a run's own LoRA targets (it assumed q/v whatever the run adapted: -34% on the
-all-linear run) and LoRA's dropout, which makes every adapted layer keep its own dropped copy of
-its input and the dropout mask instead of sharing the layer's input (counted with autograd's
-saved-tensor hooks; `tests/unit/test_memory_estimate.py` pins it per target set). Runs are now
-estimated from the adapters the prepared model holds. The rows above the notes use peft's
-default dropout 0 on q/v, as measured. What remains of the q/v QLoRA gap (about 250 MiB; the
-same model in the plain training loop above is within 2.5%) is in TRL's SFT step and is not
-traced tensor by tensor; it no longer shows on the all-linear runs, whose larger activations
-the estimate counts correctly.
+The LLM runs are from `benchmarks/llm_strategies.py` and fresh-clone demos (2026-11-23); all
+estimates in this table were recomputed with the committed code. Three things the estimate of a
+`tunewise fit` on a causal LM missed before 2026-11-23 (errors were -4% to -19%, one -34%):
+- a run's own LoRA targets: it assumed q/v whatever the run adapted (-34% on the all-linear run);
+  runs are now estimated from the adapters the prepared model holds;
+- LoRA's dropout: every adapted layer keeps its own dropped copy of its input and the dropout
+  mask instead of sharing the layer's input (counted with autograd's saved-tensor hooks;
+  `tests/unit/test_memory_estimate.py` pins it for seven target/dropout sets);
+- TRL's loss: tunewise trains causal LMs with TRL's SFTTrainer, whose fused LM head scores the
+  vocabulary in tiles of up to 4,096 tokens x 32,768 entries and keeps no logits, but on CPU its
+  torch fallback holds about 8.3 fp32 tiles in backward (measured 8.3-8.4 tiles for vocabularies
+  of 16,000, 49,152 and 131,072; on SmolLM2 0.28 MB per token more than the model's own loss at
+  440 and 2,048 tokens). Tiles of 32 MiB and more are mmapped by glibc and never retained, so
+  the default allocator's retention leaves them out. On CUDA the estimate still counts full
+  logits (TRL's Triton kernel needs less; not measured here).
+The rows above the notes train with the model's own loss and peft's default dropout 0 on q/v,
+and are estimated that way (`fused_lm_head=False`, `lora_dropout=0`).
 """
 
 
@@ -390,6 +396,7 @@ def _estimate(row: dict, device: str, overhead: int | None):
         _arch(row["model"]), task=_task(row["model"]), strategy=row["strategy"], precision=row.get("precision", "fp32"),
         batch_size=row["batch_size"], seq_len=row["seq_len"], gradient_checkpointing=row.get("gradient_checkpointing", False),
         device=device, overhead_bytes=overhead, lora_targets=("q", "v"), lora_dropout=0.0,  # the rows' peft LoraConfig
+        fused_lm_head=False,  # the rows train with the model's own loss, not TRL's
     )
 
 

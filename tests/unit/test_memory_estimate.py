@@ -64,7 +64,9 @@ def test_minilm_config_dict_reads_as_bert_encoder():
 
 # ---------------------------------------------------------------------------- hand-computed estimate
 def test_hand_computed_decoder_full_fp32():
-    est = estimate(tiny_decoder(), task="causal_lm", strategy="full", batch_size=4, seq_len=32, device="cpu", overhead_bytes=0)
+    # the model's own loss over full logits (tunewise trains through TRL's fused head: below)
+    est = estimate(tiny_decoder(), task="causal_lm", strategy="full", batch_size=4, seq_len=32, device="cpu", overhead_bytes=0,
+                   fused_lm_head=False)
     tokens = 4 * 32  # 128
     weights = 4 * 146240  # fp32: 584,960
     # saved per token per block, fp32 (8h + 2 kv d + 4i) * 4 + logsumexp 4 heads * 4 = 4608 + 16
@@ -81,6 +83,9 @@ def test_hand_computed_decoder_full_fp32():
     assert est.total_bytes == weights + 256_000 + 1_169_920 + activations == 4_828_928
     assert est.peak_phase == "backward"
     assert est.rule_of_thumb_bytes == int(2.5 * 4 * 146240)
+    fused = estimate(tiny_decoder(), task="causal_lm", strategy="full", batch_size=4, seq_len=32, device="cpu", overhead_bytes=0)
+    tiles = 8.3 * tokens * 1000 * 4  # TRL's CPU backward: 8.3 fp32 tiles of 128 tokens x 1,000 logits (V < 32,768)
+    assert fused.activations_bytes == round(saved + tokens * (64 * 4 + 64 * 8) + tiles) == 5_531_648
 
 
 def test_small_batch_peaks_in_optimizer_step():
@@ -392,3 +397,43 @@ def test_causal_lm_runs_are_estimated_at_their_longest_sequence_unless_packed():
     assert run_settings(cfg, None, "cpu", data)["seq_len"] == 96  # packing fills the context
     cfg.llm.packing, cfg.llm.max_length = False, 32
     assert run_settings(cfg, None, "cpu", data)["seq_len"] == 32
+
+
+def test_causal_lm_on_cpu_is_estimated_through_trls_fused_lm_head():
+    """TRL scores the vocabulary in tiles: nothing vocabulary-sized is saved, and the backward's tiles
+    stop growing past 32,768 entries (the model's own loss keeps full logits and grows with V)."""
+    from peft import LoraConfig, get_peft_model
+    from trl.trainer.utils import add_fused_lm_head
+
+    from tunewise.memory.estimate import TRL_CPU_TILES, with_cpu_allocator
+
+    b, s, vocab = 2, 16, 70_000
+    torch.manual_seed(0)
+    ids = torch.randint(0, vocab, (b, s))
+    model = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                         num_key_value_heads=2, intermediate_size=64, vocab_size=vocab))
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # as TRL's SFTTrainer does
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).train()
+    saved = _saved_bytes(model, lambda: model(input_ids=ids, labels=ids, fused_lm_head=True).loss)
+    assert saved < b * s * vocab * 4 / 10  # no logits kept (the model's own loss keeps 4 V bytes per token)
+
+    def est(v, **kw):
+        spec = load_arch(LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                     intermediate_size=128, vocab_size=v))
+        return estimate(spec, task="causal_lm", strategy="lora", batch_size=8, seq_len=128, **kw)
+
+    tokens = 8 * 128
+    assert est(131_072).activations_peak_bytes == est(49_152).activations_peak_bytes  # tiles of 32,768
+    assert est(131_072).activations_peak_bytes >= TRL_CPU_TILES * tokens * 32_768 * 4
+    assert est(131_072, fused_lm_head=False).activations_peak_bytes > 2 * est(49_152, fused_lm_head=False).activations_peak_bytes
+    assert est(49_152, device="cuda").activations_peak_bytes == est(49_152, device="cuda", fused_lm_head=False).activations_peak_bytes
+    # 1,024 tokens x 32,768 x 4 B = 128 MiB tiles: mmapped by glibc, so never retained by its heap
+    big = est(49_152)
+    assert big.mmapped_activation_bytes == pytest.approx(TRL_CPU_TILES * tokens * 32_768 * 4, abs=1)
+    retained = with_cpu_allocator(big, "default").total_bytes - big.total_bytes
+    assert retained == int(0.5 * (big.activations_peak_bytes - big.mmapped_activation_bytes))
+
+
+def test_estimate_memory_rejects_an_unknown_argument():
+    with pytest.raises(TunewiseError, match="estimate_memory: unknown argument 'lora_target'"):
+        estimate_memory(None, lora_target=("q",))

@@ -21,6 +21,7 @@ from tunewise.memory.advise import (
     parse_memory_size,
     preflight,
 )
+from tunewise.errors import TunewiseError
 from tunewise.memory.architecture import ArchSpec, load_arch
 from tunewise.memory.estimate import DEFAULT_LORA_DROPOUT, MemoryEstimate, estimate
 from tunewise.memory.measure import PeakMemory, configure_cpu_allocator
@@ -45,6 +46,7 @@ def estimate_memory(
     device: str = "cpu",
     overhead_bytes: int | None = None,
     lora_dropout: float = DEFAULT_LORA_DROPOUT,
+    fused_lm_head: bool = True,
     **arch_overrides: Any,
 ) -> MemoryEstimate:
     """Estimate the peak memory of fine-tuning ``model`` (weights are never loaded).
@@ -54,7 +56,7 @@ def estimate_memory(
             (the packaged all-MiniLM-L6-v2, or nothing when ``family=`` is given).
         task, strategy, precision, optimizer, batch_size, seq_len, gradient_checkpointing,
         lora_rank, image_size, texts_per_example, trainable_layers, lora_targets, num_labels,
-        device, overhead_bytes, lora_dropout: see :func:`tunewise.memory.estimate.estimate`.
+        device, overhead_bytes, lora_dropout, fused_lm_head: see :func:`tunewise.memory.estimate.estimate`.
         **arch_overrides: :class:`ArchSpec` fields (``family``, ``hidden``, ``n_layers``,
             ``heads``, ``intermediate``, ``vocab``, ``n_params`` ...) that win over the config
             or describe an architecture the config reader does not know.
@@ -69,12 +71,19 @@ def estimate_memory(
         >>> est = estimate_memory(None, batch_size=32, seq_len=128)  # packaged MiniLM
         >>> est.total_bytes, est.as_dict()["weights_bytes"]
     """
+    from dataclasses import fields
+
+    unknown = sorted(set(arch_overrides) - {f.name for f in fields(ArchSpec)})
+    if unknown:
+        raise TunewiseError(f"estimate_memory: unknown argument {unknown[0]!r}; architecture fields are "
+                            f"{', '.join(f.name for f in fields(ArchSpec))}")
     spec = load_arch(model, **arch_overrides)
     return estimate(
         spec, task=task, strategy=strategy, precision=precision, optimizer=optimizer, batch_size=batch_size,
         seq_len=seq_len, gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank, image_size=image_size,
         texts_per_example=texts_per_example, trainable_layers=trainable_layers, lora_targets=lora_targets,
         num_labels=num_labels, device=device, overhead_bytes=overhead_bytes, lora_dropout=lora_dropout,
+        fused_lm_head=fused_lm_head,
     )
 
 

@@ -64,8 +64,14 @@ OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "adamw8bit": 2.0, "sgd": 0.0}
 # 16, 20-75 steps): peak RSS 2028-2141 MiB against 1715-1739 MiB with trimming, i.e. a
 # retention of 0.40-0.52x the peak live activations (778 MiB).
 CPU_DEFAULT_ALLOCATOR_RETENTION = 0.5
+GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20  # blocks this large are always mmapped: freed, they go back to the OS
 DEFAULT_LORA_TARGETS = {"decoder": ("q", "v"), "encoder": ("q", "v"), "vit": ("q", "v"), "clip": ("q", "v"), "cnn": ()}
 LORA_ROLES = ("q", "k", "v", "o", "mlp_in", "mlp_out")
+# TRL's fused LM head (trl.kernels.chunked_logprob): tiles of up to 4,096 tokens x 32,768
+# vocabulary entries. On CPU (no Triton) its torch fallback keeps about 8.3 fp32 tiles live in
+# backward: measured 8.3-8.4 x tokens x min(V, 32768) x 4 bytes for V = 16,000 / 49,152 / 131,072
+# (tiny Llama, 1,016 tokens; the same 0.28 MB per token over HF's loss on SmolLM2 at 440 and 2,048).
+TRL_TOKEN_CHUNK, TRL_VOCAB_CHUNK, TRL_CPU_TILES = 4096, 32768, 8.3
 DEFAULT_LORA_DROPOUT = 0.05  # strategies.lora.LoraOptions.dropout
 
 
@@ -97,6 +103,7 @@ class MemoryEstimate:
     activations_peak_bytes: int = 0
     tokens_per_step: int = 0
     inputs: dict = field(default_factory=dict)
+    mmapped_activation_bytes: int = 0  # part of the peak activations in blocks glibc never retains
     notes: tuple[str, ...] = ()
 
     @property
@@ -387,6 +394,7 @@ def estimate(
     device: str = "cpu",
     overhead_bytes: int | None = None,
     lora_dropout: float = DEFAULT_LORA_DROPOUT,
+    fused_lm_head: bool = True,
 ) -> MemoryEstimate:
     """Estimate the peak memory of one training step (see the module docstring for the model).
 
@@ -415,6 +423,9 @@ def estimate(
         overhead_bytes: framework overhead to use instead of the defaults.
         lora_dropout: LoRA's dropout (tunewise's default 0.05); with dropout each adapted
             layer keeps its own dropped input and mask.
+        fused_lm_head: causal LM loss through TRL's fused LM head, as tunewise trains it (the
+            vocabulary in tiles, no logits kept); False: the model's own loss over full logits.
+            On CUDA both are counted as full logits (TRL's Triton kernel needs less; not measured).
 
     Returns:
         A :class:`MemoryEstimate`.
@@ -454,7 +465,7 @@ def estimate(
     opt_state = OPTIMIZER_STATE_BYTES[optimizer] * p.trainable
 
     # ---- activations --------------------------------------------------------------------
-    saved = transient = bottom = head_saved = head_transient = 0.0
+    saved = transient = bottom = head_saved = head_transient = mmapped_tiles = 0.0
     tokens_total = 0
     mode = "full" if strategy in ("full", "partial") else "frozen"
     lora = strategy in ("lora", "qlora")
@@ -490,9 +501,19 @@ def estimate(
         head_transient = max(head_transient, tokens / passes * tower.hidden * 4.0)
     if task == "causal_lm" and spec.family == "decoder":
         tokens, h = batch_size * seq_len, spec.hidden
-        head_saved += tokens * (spec.vocab * 4 + h * dt.r + (h * (dt.r + dt.c) if strategy == "full" else 0))
-        head_transient = max(head_transient, tokens * spec.vocab * 4 * 2)
-        notes.append("causal LM: log_softmax over the vocabulary is kept in fp32, and backward starts with two more")
+        head_saved += tokens * (h * dt.r + (h * (dt.r + dt.c) if strategy == "full" else 0))
+        if fused_lm_head and not cuda:
+            # TRL's SFT loss scores the vocabulary in tiles without keeping the logits; on CPU its
+            # torch fallback holds about 8 tile-sized fp32 buffers in backward (measured, see constant).
+            tile = min(tokens, TRL_TOKEN_CHUNK) * min(spec.vocab, TRL_VOCAB_CHUNK) * 4
+            head_transient = max(head_transient, TRL_CPU_TILES * tile)
+            mmapped_tiles = TRL_CPU_TILES * tile if tile >= GLIBC_MMAP_THRESHOLD_MAX else 0.0
+            notes.append(f"causal LM: TRL's fused LM head, {TRL_CPU_TILES:g} fp32 tiles of "
+                         f"{min(tokens, TRL_TOKEN_CHUNK)} tokens x {min(spec.vocab, TRL_VOCAB_CHUNK):,} logits in backward")
+        else:
+            head_saved += tokens * spec.vocab * 4
+            head_transient = max(head_transient, tokens * spec.vocab * 4 * 2)
+            notes.append("causal LM: log_softmax over the vocabulary is kept in fp32, and backward starts with two more")
     elif task == "embedding" and strategy != "head" and spec.family != "cnn":
         head_saved += tokens_total * towers[-1].hidden * 4  # mean pooling keeps the expanded mask
     if precision == "4bit":
@@ -501,6 +522,7 @@ def estimate(
 
     # ---- peak: start of backward, end of backward, or the optimizer step ------------------
     acts_start = saved + bottom + head_saved + max(head_transient, transient)
+    mmapped = mmapped_tiles if head_transient >= transient else 0.0  # the peak's transient is the LM head's tiles
     start, end = acts_start + grads_top, bottom + transient + grads_all
     if optimizer != "adamw":
         opt_temp = 0.0
@@ -532,6 +554,7 @@ def estimate(
         outside_allocator_bytes=CUDA_CONTEXT_BYTES if cuda and overhead_bytes >= CUDA_CONTEXT_BYTES else 0,
         params=p.params + p.lora, trainable_params=int(p.trainable), peak_phase=phase,
         activations_peak_bytes=int(round(acts_start)), tokens_per_step=tokens_total, inputs=inputs, notes=tuple(notes),
+        mmapped_activation_bytes=int(round(mmapped)),
     )
 
 
@@ -541,13 +564,14 @@ def with_cpu_allocator(est: MemoryEstimate, allocator: str) -> MemoryEstimate:
     :func:`estimate` assumes trimming (freed tensors go back to the OS). With glibc's default
     thresholds the heap retains freed activation blocks: the peak resident memory grows by
     about :data:`CPU_DEFAULT_ALLOCATOR_RETENTION` times the peak live activations (measured,
-    see the constant), counted here as framework overhead. CUDA estimates are unchanged.
+    see the constant), counted here as framework overhead; blocks of 32 MiB and more (TRL's
+    LM-head tiles) are always mmapped and never retained. CUDA estimates are unchanged.
     """
     if est.inputs.get("device", "cpu") != "cpu" or not allocator.startswith("default"):
         return est
     from dataclasses import replace
 
-    extra = int(CPU_DEFAULT_ALLOCATOR_RETENTION * est.activations_peak_bytes)
+    extra = int(CPU_DEFAULT_ALLOCATOR_RETENTION * (est.activations_peak_bytes - est.mmapped_activation_bytes))
     note = (f"CPU allocator retention (glibc default thresholds): +{extra / GIB:.3f} GiB "
             f"({CPU_DEFAULT_ALLOCATOR_RETENTION:g} x peak activations; train.cpu_allocator=trim avoids it at ~20% speed)")
     return replace(est, overhead_bytes=est.overhead_bytes + extra, total_bytes=est.total_bytes + extra,
