@@ -84,7 +84,8 @@ def write(rows: list[dict], out: Path) -> None:
             f"| {r['weights_mib']:.0f} |"
         )
     lines += ["", "Peak memory is the process's peak resident set during training (VmHWM, reset when training starts), "
-              "which includes the Python/torch runtime (about 570 MiB here).", ""]
+              "which includes the Python/torch runtime (about 570 MiB here). Estimates are the ones each run recorded "
+              "in its metrics.json; `memory_accuracy.md` (whole runs) has them recomputed with the current estimator.", ""]
     write_text(out, "\n".join(lines))
 
 
