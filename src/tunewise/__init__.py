@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 __all__ = ["fit", "evaluate", "run_budget", "estimate_memory", "load_config", "RunConfig", "TunewiseError", "__version__"]
 
+import logging
+
 from tunewise.errors import TunewiseError
+
+# bitsandbytes' CPU backend logs a hub-kernel hint when it is imported (peft imports it when
+# installed): noise before every command's output, and before the one-line error of bad input.
+# Set once here, before any tunewise module can import peft.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 if TYPE_CHECKING:
     from tunewise.config import RunConfig, load_config

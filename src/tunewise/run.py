@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import tempfile
 import time
@@ -81,21 +79,13 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # CPU backend's hub-kernel hint
 
 
-@contextlib.contextmanager
 def _no_weight_bars():
     """Hide transformers' per-file "Loading weights" / "Writing model shards" bars; training bars stay."""
-    from transformers.utils import logging as hf_logging
+    from tunewise.tasks.progress import hidden_bars
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
+    return hidden_bars("transformers")
 
 
 def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[str] | None = None,

@@ -152,9 +152,10 @@ def improvement(metric_before: float, metric_after: float) -> float:
     return metric_after - metric_before
 
 
-def gain_text(value: float, absolute: bool, digits: int = 1) -> str:
+def gain_text(value: float, absolute: bool, digits: int = 1, signed: bool = True) -> str:
     """An improvement for people: ``+12.3%`` relative, or ``+0.975`` as an absolute gain."""
-    return f"{value:+.3f}" if absolute else f"{100 * value:+.{digits}f}%"
+    sign = "+" if signed else ""
+    return f"{value:{sign}.3f}" if absolute else f"{100 * value:{sign}.{digits}f}%"
 
 
 def gain_name(absolute: bool) -> str:

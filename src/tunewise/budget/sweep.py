@@ -114,7 +114,8 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     Follows :func:`tunewise.run.fit`: strategy ``prepare``, then its ``train`` hook or the
     task's training with the strategy's param groups and callbacks.
     """
-    from tunewise.run import _no_weight_bars, _train_with_strategy
+    from tunewise.run import _train_with_strategy
+    from tunewise.tasks.progress import hidden_bars
     from tunewise.strategies import resolve_strategy
     from tunewise.strategies.base import eval_model
 
@@ -122,13 +123,13 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     run_cfg = point_config(cfg, job.seed, job.epochs if job.kind == "time" else None)
     strategy, options = resolve_strategy(run_cfg)
     subset = task.subset(data, list(job.indices))
-    with _no_weight_bars():  # one weight-loading bar per point would bury the sweep's own progress
+    with hidden_bars("transformers"):  # one weight-loading bar per point would bury the sweep's own progress
         model = _pretrained(task, run_cfg, device, strategy)
     # As in fit: a classifier starts from the linear probe fitted on its (subset of) training items;
     # that pass over the items is part of what the budget costs, so it counts as training time.
     init_head = getattr(task, "init_head", None)
     probe_seconds = init_head(model, subset, run_cfg) if init_head is not None and run_cfg.classify.init_head else 0.0
-    with _no_weight_bars():  # qlora re-loads the weights in 4-bit
+    with hidden_bars("transformers"):  # qlora re-loads the weights in 4-bit
         model = strategy.prepare(model, task, options, run_cfg)
     base = {"strategy": run_cfg.strategy_name, "device": device}
     with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as workdir:
@@ -340,9 +341,9 @@ def run_budget(
                       + (f"; time curve at {plan.time_size} items over {plan.time_epochs:g} epochs"
                          if plan.time_size else ""))
         with console.status("evaluating the pre-trained model"):
-            from tunewise.run import _no_weight_bars
+            from tunewise.tasks.progress import hidden_bars
 
-            with _no_weight_bars():
+            with hidden_bars("transformers"):
                 model = task.load_model(cfg, device)
             baseline = getattr(task, "baseline", None)
             if baseline is not None:

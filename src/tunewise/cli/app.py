@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,10 +13,6 @@ from rich.console import Console
 
 from tunewise.cli._errors import handle_errors
 from tunewise.cli.render import show_run
-
-# bitsandbytes' CPU backend logs a hub-kernel hint on import (peft imports it when installed):
-# noise on every command, and it would come before the one-line error of bad input.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 app = typer.Typer(
     name="tunewise",

@@ -99,7 +99,7 @@ def _show(result) -> None:
             table.add_column(col, justify="right")
         for r in rows:
             table.add_row(str(r.size), str(r.n), f"{r.mean_metric:.4f}", gain_text(r.mean_rel_improvement, absolute),
-                          gain_text(r.std, absolute).lstrip("+"), f"{r.roi:.3g}", f"{r.marginal_roi:.3g}",
+                          gain_text(r.std, absolute, signed=False), f"{r.roi:.3g}", f"{r.marginal_roi:.3g}",
                           f"{r.mean_seconds:.1f}")
         console.print(table)
     if result.time_summary:

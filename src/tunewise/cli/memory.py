@@ -41,7 +41,7 @@ def memory(
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward."),
     lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank r."),
     lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Adapted projections, comma-separated among q,k,v,o,mlp_in,mlp_out, or all (default: tunewise's: all for causal_lm, else q,v)."),
-    lora_dropout: float = typer.Option(0.05, "--lora-dropout", help="LoRA dropout (each adapted layer then keeps its own dropped input)."),
+    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout (default: tunewise's, 0.05; each adapted layer then keeps its own dropped input)."),
     texts_per_example: Optional[int] = typer.Option(None, "--texts-per-example", help="Texts encoded per example (embedding default 2: anchor + positive)."),
     trainable_layers: Optional[int] = typer.Option(None, "--trainable-layers", help="Top blocks trained by --strategy partial."),
     num_labels: int = typer.Option(2, "--num-labels", help="Classes for classification/image heads."),
@@ -78,8 +78,10 @@ def memory(
     spec = load_arch(model, **overrides)
     settings = dict(task=task, strategy=strategy, precision=precision, optimizer=optimizer, batch_size=batch_size,
                     seq_len=seq_len, gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank,
-                    lora_targets=_roles(lora_targets), lora_dropout=lora_dropout, image_size=image_size, texts_per_example=texts_per_example, trainable_layers=trainable_layers,
-                    num_labels=num_labels, device=device)
+                    lora_targets=_roles(lora_targets), image_size=image_size, texts_per_example=texts_per_example,
+                    trainable_layers=trainable_layers, num_labels=num_labels, device=device)
+    if lora_dropout is not None:  # else the estimator's default, tunewise's own
+        settings["lora_dropout"] = lora_dropout
     if budget is not None:
         source = "--device-memory"
     else:

@@ -72,7 +72,7 @@ LORA_ROLES = ("q", "k", "v", "o", "mlp_in", "mlp_out")
 # backward: measured 8.3-8.4 x tokens x min(V, 32768) x 4 bytes for V = 16,000 / 49,152 / 131,072
 # (tiny Llama, 1,016 tokens; the same 0.28 MB per token over HF's loss on SmolLM2 at 440 and 2,048).
 TRL_TOKEN_CHUNK, TRL_VOCAB_CHUNK, TRL_CPU_TILES = 4096, 32768, 8.3
-DEFAULT_LORA_DROPOUT = 0.05  # strategies.lora.LoraOptions.dropout
+DEFAULT_LORA_DROPOUT = 0.05  # strategies.lora.LoraOptions' default too
 
 
 def default_lora_targets(spec: ArchSpec, task: str) -> tuple[str, ...]:
@@ -168,11 +168,12 @@ def _dtypes(precision: str, device: str) -> _Dtypes:
     return _Dtypes(c=c, r=4, s=4, m=1 if cuda else c, lora=c, lora_mask=1 if cuda else 4)
 
 
-def lora_modules(spec: ArchSpec, role: str) -> tuple[int, int]:
-    """(adapted layers, input width) of one LoRA target role in a block (a gated MLP has two input projections)."""
-    widths = {"q": spec.hidden, "k": spec.hidden, "v": spec.hidden, "o": spec.heads * spec.head_dim,
-              "mlp_in": spec.hidden, "mlp_out": spec.intermediate}
-    return (2 if role == "mlp_in" and spec.gated_mlp else 1), widths[role]
+def lora_modules(spec: ArchSpec, role: str) -> tuple[int, int, int]:
+    """(adapted layers, input width, output width) of one LoRA target role in a block
+    (a gated MLP has two input projections)."""
+    h, i, ad, kvd = spec.hidden, spec.intermediate, spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
+    shapes = {"q": (h, ad), "k": (h, kvd), "v": (h, kvd), "o": (ad, h), "mlp_in": (h, i), "mlp_out": (i, h)}
+    return (2 if role == "mlp_in" and spec.gated_mlp else 1), *shapes[role]
 
 
 def block_activation_bytes_per_token(
@@ -216,7 +217,7 @@ def block_activation_bytes_per_token(
         saved += i * dt.c  # input of fc2 / down
     if dropped:
         for role in on:
-            layers, width = lora_modules(spec, role)
+            layers, width, _ = lora_modules(spec, role)
             saved += layers * width * (dt.lora + dt.lora_mask)  # the dropped input (A's input) and the mask
     if math_attention:
         kv = a  # the math path repeats grouped k/v heads before its matmuls
@@ -263,9 +264,7 @@ def block_backward_transient_per_token(spec: ArchSpec, seq_len: int, dt: _Dtypes
 
 def lora_params_per_layer(spec: ArchSpec, targets: tuple[str, ...], rank: int) -> int:
     """LoRA adds r*(in + out) per targeted projection (Hu et al. 2021)."""
-    h, i, ad, kvd = spec.hidden, spec.intermediate, spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
-    sizes = {"q": h + ad, "k": h + kvd, "v": h + kvd, "o": ad + h, "mlp_in": (2 if spec.gated_mlp else 1) * (h + i), "mlp_out": i + h}
-    return sum(rank * sizes[t] for t in targets)
+    return sum(rank * layers * (n_in + n_out) for layers, n_in, n_out in (lora_modules(spec, t) for t in targets))
 
 
 def _tower_tokens(tower: ArchSpec, batch: int, seq_len: int, texts: int, image_size: int | None) -> tuple[int, int]:

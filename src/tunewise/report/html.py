@@ -33,14 +33,16 @@ figure { margin: 1rem 0; } img { max-width: 100%; height: auto; border: 1px soli
 figcaption { font-size: 0.8rem; color: #555; }
 """
 
+# {Gain}/{gain}: "Relative improvement"/"relative improvement", or "Absolute gain"/"gain" when
+# the pre-trained model scored 0 (see tunewise.budget.roi.improvement).
 CAPTIONS = {
-    "improvement_vs_items": "Relative improvement over the pre-trained model against labeled "
+    "improvement_vs_items": "{Gain} over the pre-trained model against labeled "
     "items (band: ± 1 std over seeds).",
-    "roi_vs_items": "Data ROI (relative improvement per item) and marginal ROI; the dotted line "
+    "roi_vs_items": "Data ROI ({gain} per item) and marginal ROI; the dotted line "
     "is the knee.",
-    "improvement_vs_seconds": "Relative improvement against training seconds (evaluation "
+    "improvement_vs_seconds": "{Gain} against training seconds (evaluation "
     "excluded).",
-    "roi_vs_seconds": "Time ROI (relative improvement per training second) and marginal ROI.",
+    "roi_vs_seconds": "Time ROI ({gain} per training second) and marginal ROI.",
     "forecast": "Learning-curve forecast with its bootstrap interval and the observed means.",
 }
 
@@ -70,13 +72,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], neg_cols=()) ->
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _gain(value: float, absolute: bool, sign: str) -> str:
-    """Relative improvements in %, absolute gains (pre-trained score 0) in the metric's units."""
-    return _num(value, f"{sign}.3f") if absolute else _num(100 * value, f"{sign}.2f") + "%"
-
-
 def _summary_table(rows: Sequence[SizeSummary], kind: str) -> str:
-    from tunewise.budget.roi import gain_name
+    from tunewise.budget.roi import gain_name, gain_text
 
     unit = "item" if kind == "data" else "s"
     absolute = bool(rows) and rows[0].absolute
@@ -88,8 +85,8 @@ def _summary_table(rows: Sequence[SizeSummary], kind: str) -> str:
     for r in rows:
         lead = [str(r.size)] if kind == "data" else [f"{r.epoch:g}", str(r.size)]
         body.append(lead + [
-            str(r.n), _num(r.mean_metric, ".4f"), _gain(r.mean_rel_improvement, absolute, "+"),
-            _gain(r.std, absolute, ""), _num(r.roi, ".3g"), _num(r.marginal_roi, ".3g"),
+            str(r.n), _num(r.mean_metric, ".4f"), gain_text(r.mean_rel_improvement, absolute, digits=2),
+            gain_text(r.std, absolute, digits=2, signed=False), _num(r.roi, ".3g"), _num(r.marginal_roi, ".3g"),
             _num(r.mean_seconds, ".1f"), _num(r.mean_eval_seconds, ".1f"),
         ])
     return _table(header, body, neg_cols=[len(header) - 3])
@@ -149,13 +146,13 @@ def render_html(
 
     rows = list(data_summary or []) + list(time_summary or [])
     absolute = bool(rows) and rows[0].absolute  # the pre-trained model scored 0: gains, not ratios
+    words = {"Gain": "Absolute gain", "gain": "gain"} if absolute else {"Gain": "Relative improvement",
+                                                                      "gain": "relative improvement"}
 
     def figures(*names: str) -> None:
         for name in names:
             if name in images:
-                caption = CAPTIONS.get(name, name)
-                if absolute:
-                    caption = caption.replace("Relative improvement", "Absolute gain").replace("relative improvement", "gain")
+                caption = CAPTIONS[name].format(**words) if name in CAPTIONS else name
                 body.append(
                     f'<figure><img src="{image_data_uri(images.pop(name))}" alt="{_e(name)}">'
                     f"<figcaption>{_e(caption)}</figcaption></figure>"

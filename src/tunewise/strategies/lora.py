@@ -29,6 +29,7 @@ from torch import nn
 
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError, did_you_mean
+from tunewise.memory.estimate import DEFAULT_LORA_DROPOUT
 from tunewise.strategies.base import STRATEGIES, backbone_of
 from tunewise.strategies.layers import find_blocks
 from tunewise.strategies.schedule import ScheduleOptions, param_groups, prepare_head, schedule_callbacks
@@ -43,7 +44,7 @@ class LoraOptions(ScheduleOptions):
 
     rank: int = field(default=8, metadata={"help": "Rank r of the update B A."})
     alpha: float = field(default=16.0, metadata={"help": "Scale: the update is multiplied by alpha / rank."})
-    dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter input, in [0, 1)."})
+    dropout: float = field(default=DEFAULT_LORA_DROPOUT, metadata={"help": "Dropout on the adapter input, in [0, 1)."})
     target_modules: list[str] | None = field(default=None, metadata={"help": "Module names to adapt (default: per architecture)."})
     merge: bool = field(default=True, metadata={"help": "Write the run's model merged (loads without peft); the adapter is kept in adapter/."})
 

@@ -15,6 +15,7 @@ References: Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized LLMs
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from dataclasses import dataclass, field
@@ -48,13 +49,11 @@ def is_bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
+@functools.lru_cache(maxsize=1)
 def bitsandbytes_cpu_problem() -> str | None:
     """Why this bitsandbytes cannot quantize to NF4 on CPU, or None when it can (a real round trip)."""
-    import logging
-
     import torch
 
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # the CPU backend's hub-kernel hint
     try:
         import bitsandbytes
         import bitsandbytes.functional as bnbf

@@ -16,14 +16,12 @@ truncation counted) and handed to SFTTrainer pre-tokenized, which trains, packs 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 from tunewise.config import RunConfig
@@ -246,7 +244,7 @@ class CausalLMTask:
         from transformers.trainer_callback import PrinterCallback
 
         from tunewise.tasks.training import common_training_kwargs
-        from tunewise.tasks.progress import quiet_progress
+        from tunewise.tasks.progress import hidden_bars, quiet_progress
 
         tc, llm = config.train, config.llm
         device = str(next(model.parameters()).device)
@@ -268,7 +266,7 @@ class CausalLMTask:
         args = SFTConfig(**kwargs)
         for name in ("trl", "transformers.trainer"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        with _no_dataset_bars():  # TRL's "Truncating" / "Dropping fully masked examples" passes
+        with hidden_bars("datasets"):  # TRL's "Truncating" / "Dropping fully masked examples" passes
             trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                  processing_class=data.formatter.tokenizer, callbacks=list(callbacks or []),
                                  optimizers=optimizers)
@@ -324,15 +322,3 @@ class CausalLMTask:
         return {"library": "peft" if self._saved_adapter else "transformers", "pipeline_tag": "text-generation",
                 "usage": usage, "evaluated_on": evaluated_on}
 
-
-@contextlib.contextmanager
-def _no_dataset_bars() -> Iterator[None]:
-    from datasets.utils import logging as ds_logging
-
-    was_enabled = ds_logging.is_progress_bar_enabled()
-    ds_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            ds_logging.enable_progress_bar()

@@ -6,6 +6,10 @@ The losses are still recorded in the trainer's log history; tunewise reports wha
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+from collections.abc import Iterator
+
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 
@@ -24,3 +28,19 @@ def quiet_progress(trainer) -> None:
         trainer.add_callback(BarOnlyProgress())
     if any(isinstance(cb, PrinterCallback) for cb in callbacks):  # used where tqdm is off (non-zero ranks)
         trainer.remove_callback(PrinterCallback)
+
+
+@contextlib.contextmanager
+def hidden_bars(*libraries: str) -> Iterator[None]:
+    """Hide the library progress bars of ``libraries`` ("transformers": "Loading weights", "Writing
+    model shards"; "datasets": map/filter passes) for the block; the Trainer's own bar stays."""
+    modules = [importlib.import_module(f"{lib}.utils.logging") for lib in libraries]
+    enabled = [m.is_progress_bar_enabled() for m in modules]
+    for m in modules:
+        m.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for m, was in zip(modules, enabled):
+            if was:
+                m.enable_progress_bar()
