@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class DataConfig:
     validation_fraction: float = field(default=0.1, metadata={"help": "Share of training queries used for early stopping (only when it is on)."})
     drop_leaked: bool = field(default=True, metadata={"help": "Remove training items whose query also appears in the evaluation set."})
     max_train: int | None = field(default=None, metadata={"help": "Use at most this many training items (seeded subset)."})
+    on_missing_label: str = field(default="error", metadata={"help": "A label that is empty, null or an NA string ('NaN', 'N/A', 'null', 'None', ...): error, skip (leave the row out and count it in the data report) or keep (NA strings are class names)."})
+    on_invalid_eval: str = field(default="error", metadata={"help": "Eval files: qrels naming an unknown query or document, or a query without a relevant judgment: error, or drop (and count them in the data report). Duplicate ids are always errors."})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.eval_fraction < 1.0:
@@ -62,6 +65,12 @@ class DataConfig:
                 f"data.format: unknown format '{self.format}'{did_you_mean(self.format, ['csv', 'jsonl', 'parquet', 'hf'])}; "
                 "use auto, csv, jsonl, parquet or hf"
             )
+        for name, choices in (("on_missing_label", ("error", "skip", "keep")), ("on_invalid_eval", ("error", "drop"))):
+            value = getattr(self, name)
+            if value not in choices:
+                raise TunewiseError(
+                    f"data.{name}: unknown '{value}'{did_you_mean(value, choices)}; use {', '.join(choices[:-1])} or {choices[-1]}"
+                )
         given = [self.eval_queries, self.eval_corpus, self.eval_qrels]
         if any(given) and not all(given):
             raise TunewiseError(
@@ -115,7 +124,7 @@ class EvalConfig:
     """Evaluation: metrics at k, the primary metric and what is shown."""
 
     k: list[int] = field(default_factory=lambda: [20], metadata={"help": "Cut-offs for MRR, Recall, Precision, MAP, nDCG and hit rate (nDCG@10 is always added)."})
-    primary: str = field(default="mrr@20", metadata={"help": "The metric that decides (early stopping, budget planner)."})
+    primary: str = field(default="mrr@20", metadata={"help": "The metric that decides (early stopping, budget planner); left at mrr@20, a task that does not rank takes its own first metric."})
     batch_size: int = field(default=64, metadata={"help": "Encoding batch size."})
     examples: int = field(default=3, metadata={"help": "Held-out queries shown with their top results before and after."})
     backend: str = field(default="auto", metadata={"help": "Top-k search: exact (matrix product), faiss or auto."})
@@ -130,158 +139,89 @@ class EvalConfig:
             raise TunewiseError(f"eval.batch_size: must be at least 1, got {self.batch_size}")
         if self.examples < 0:
             raise TunewiseError(f"eval.examples: must be 0 or more, got {self.examples}")
-        from tunewise.evaluate.metrics import parse_metric_name
-
-        if not any(self.primary in names for names in TASK_METRICS.values()):  # else checked in RunConfig
-            metric, k = parse_metric_name(self.primary)
-            self.primary = f"{metric}@{k}"
         if self.backend not in ("auto", "exact", "faiss"):
             raise TunewiseError(f"eval.backend: unknown '{self.backend}'; use auto, exact or faiss")
 
-
-# Primary metrics of tasks that do not rank documents (retrieval's are name@k, see
-# evaluate/metrics.py); a task listed here gets its first usable metric when eval.primary is
-# left at the retrieval default. All are higher-is-better.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    # answer_likelihood = 1 / perplexity of the expected answers: above 0 before training, so a
-    # budget sweep can compute relative gains where the format metrics start at 0.
-    "causal_lm": ("format_valid", "exact_match", "answer_likelihood"),
-    # evaluate/classification.py CLASSIFICATION_METRICS (a test keeps the two equal)
-    "classification": ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1"),
-    "image-classification": ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1"),
-}
-# The strategy a task gets when the config names none: LoRA for causal LMs (seed 003).
-TASK_DEFAULT_STRATEGY: dict[str, str] = {"causal_lm": "lora"}
-# train.learning_rate when the config leaves it empty. Adapters start from zero and need a
-# larger step: on the demo FAQ, LoRA at 5e-5 gained +3% MRR@20 in an epoch where full
-# fine-tuning gained +63% (benchmarks/results/strategies.md); 1e-3 is the LoRA paper's range.
-STRATEGY_DEFAULT_LR: dict[str, float] = {"lora": 1e-3, "qlora": 1e-3}
-DEFAULT_LR = 5e-5
-_RETRIEVAL_DEFAULT_PRIMARY = "mrr@20"
+    primary_default = "mrr@20"  # what "left at default" means for RunConfig's choice of primary
 
 
 class _DefaultStrategy(dict):
     """Marks the strategy field as not given, so RunConfig can pick the task's default."""
 
 
-@dataclass
-class LLMConfig:
-    """Causal language model fine-tuning (task: causal_lm): sequences, templates, generation."""
-
-    max_length: int = field(default=512, metadata={"help": "Tokens per training sequence; longer ones are truncated (and counted)."})
-    packing: bool = field(default=False, metadata={"help": "Pack several short sequences into one of max_length (TRL best-fit packing)."})
-    chat_template: str | None = field(default=None, metadata={"help": "Fallback when the tokenizer has none: 'simple' or a Jinja template."})
-    use_chat_template: str = field(default="auto", metadata={"help": "Prompt/completion data: auto (the model's chat template when it has one), always or never."})
-    system_prompt: str | None = field(default=None, metadata={"help": "System message added to prompt/completion examples (chat template only)."})
-    format_check: Any = field(default="none", metadata={"help": "none, json, regex:<pattern>; in Python also a callable(text) -> bool."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Generation: new tokens per held-out prompt."})
-    do_sample: bool = field(default=False, metadata={"help": "Generation: sample instead of greedy decoding."})
-    temperature: float = field(default=1.0, metadata={"help": "Generation: sampling temperature (do_sample only)."})
-    top_p: float = field(default=1.0, metadata={"help": "Generation: nucleus sampling mass (do_sample only)."})
-    max_eval_generations: int | None = field(default=None, metadata={"help": "Generate for at most this many held-out prompts (loss uses all)."})
-    eval_batch_size: int = field(default=16, metadata={"help": "Held-out sequences per forward pass (loss and generation)."})
-
-    def __post_init__(self) -> None:
-        for name in ("max_length", "max_new_tokens", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise TunewiseError(f"llm.{name}: must be at least 1, got {getattr(self, name)}")
-        if self.max_length < 8:
-            raise TunewiseError(f"llm.max_length: must be at least 8 tokens, got {self.max_length}")
-        if self.max_eval_generations is not None and self.max_eval_generations < 0:
-            raise TunewiseError(f"llm.max_eval_generations: must be 0 or more, got {self.max_eval_generations}")
-        if self.use_chat_template not in ("auto", "always", "never"):
-            raise TunewiseError(f"llm.use_chat_template: unknown '{self.use_chat_template}'; use auto, always or never")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise TunewiseError("llm.temperature must be positive and llm.top_p in (0, 1]")
-        from tunewise.evaluate.generation import check_format_spec
-
-        self.format_check = check_format_spec(self.format_check)
+# --------------------------------------------------------------------------------------
+# Task sections: ``llm:``, ``image:``... are declared by the modules that use them
 
 
-@dataclass
-class ImageConfig:
-    """Images: where paths resolve, bad files, input size, augmentation, image-search head and losses."""
-
-    root: str | None = field(default=None, metadata={"help": "Folder that image paths in a CSV/JSONL resolve inside (default: the file's folder); paths escaping it are rejected."})
-    on_bad_image: str = field(default="stop", metadata={"help": "An unreadable or corrupt image: stop (error naming the file) or skip (counted in the data report)."})
-    size: int = field(default=224, metadata={"help": "Square model input size in pixels (images are resized, then cropped)."})
-    augment: bool = field(default=True, metadata={"help": "Augment training images (random crop, flip, colour jitter below)."})
-    crop_scale: float = field(default=0.6, metadata={"help": "Random resized crop keeps at least this share of the image area (1 = no crop)."})
-    flip: bool = field(default=True, metadata={"help": "Random horizontal flip (turn off for digits and text)."})
-    color_jitter: float = field(default=0.2, metadata={"help": "Random brightness/contrast/saturation change of up to this factor (0 = off)."})
-    freeze_batchnorm: bool = field(default=True, metadata={"help": "Keep BatchNorm statistics fixed while fine-tuning (small batches of new images would corrupt them)."})
-    mean: list[float] | None = field(default=None, metadata={"help": "Per-channel normalisation mean (default: the backbone's)."})
-    std: list[float] | None = field(default=None, metadata={"help": "Per-channel normalisation std (default: the backbone's)."})
-    projection_dim: int | None = field(default=None, metadata={"help": "image-search: add a linear projection head to this many dimensions."})
-    temperature: float = field(default=0.05, metadata={"help": "image-search loss mnrl (in-batch contrastive with labels): softmax temperature."})
-    margin: float = field(default=0.2, metadata={"help": "image-search loss triplet: cosine-distance margin (batch-hard)."})
-    arcface_margin: float = field(default=0.3, metadata={"help": "image-search loss arcface: additive angular margin (radians)."})
-    arcface_scale: float = field(default=30.0, metadata={"help": "image-search loss arcface: logit scale."})
-
-    def __post_init__(self) -> None:
-        if self.on_bad_image not in ("stop", "skip"):
-            raise TunewiseError(f"image.on_bad_image: unknown '{self.on_bad_image}'{did_you_mean(self.on_bad_image, ['stop', 'skip'])}; use stop or skip")
-        if self.size < 8:
-            raise TunewiseError(f"image.size: must be at least 8 pixels, got {self.size}")
-        if not 0.0 < self.crop_scale <= 1.0:
-            raise TunewiseError(f"image.crop_scale: must be in (0, 1], got {self.crop_scale}")
-        if not 0.0 <= self.color_jitter < 1.0:
-            raise TunewiseError(f"image.color_jitter: must be in [0, 1), got {self.color_jitter}")
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            if value is not None and len(value) != 3:
-                raise TunewiseError(f"image.{name}: give 3 values (R, G, B), got {value}")
-        if self.std is not None and any(v <= 0 for v in self.std):
-            raise TunewiseError(f"image.std: every value must be positive, got {self.std}")
-        if self.projection_dim is not None and self.projection_dim < 1:
-            raise TunewiseError(f"image.projection_dim: must be at least 1, got {self.projection_dim}")
-        for name in ("temperature", "arcface_scale"):
-            if getattr(self, name) <= 0:
-                raise TunewiseError(f"image.{name}: must be positive, got {getattr(self, name)}")
-        if self.margin < 0 or self.arcface_margin < 0:
-            raise TunewiseError("image.margin and image.arcface_margin: must be 0 or more")
+SECTIONS: dict[str, type] = {}
 
 
-@dataclass
-class ClassifyConfig:
-    """Classification: the frozen-feature baseline ("before") and how fine-tuning starts."""
+def register_section(name: str, cls: type) -> type:
+    """Declare a top-level config section (``llm``, ``image``...) and the dataclass that validates it.
 
-    baseline_c: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the logistic-regression head fitted on frozen features (the 'before' model)."})
-    init_head: bool = field(default=True, metadata={"help": "Start fine-tuning from that fitted head (linear probe, then fine-tune) instead of a random one."})
+    Task modules call this for the options only their task reads; the section then loads,
+    dumps and appears in the config reference like the core sections.
+    """
+    if SECTIONS.get(name, cls) is not cls:
+        raise ValueError(f"config section '{name}' is registered twice")
+    SECTIONS[name] = cls
+    return cls
 
-    def __post_init__(self) -> None:
-        if self.baseline_c <= 0:
-            raise TunewiseError(f"classify.baseline_c: must be positive, got {self.baseline_c}")
+
+def _load_extensions() -> None:
+    # Tasks and strategies register their sections and names on import.
+    import tunewise.strategies  # noqa: F401
+    import tunewise.tasks  # noqa: F401
 
 
 @dataclass
 class RunConfig:
-    """One fine-tuning run: task, model, data, training, evaluation and strategy."""
+    """One fine-tuning run: task, model, data, training, evaluation and strategy.
 
-    task: str = field(default="embedding", metadata={"help": "What is trained: embedding (text search)."})
-    model: str | None = field(default=None, metadata={"help": "Local folder or hub id; empty = packaged all-MiniLM-L6-v2."})
+    Task sections (``llm``, ``image``, ``classify``...) are declared by the task modules
+    (:func:`register_section`) and read as attributes: ``config.llm.max_length``.
+    """
+
+    task: str = field(default="embedding", metadata={"help": "What is trained: {tasks}."})
+    model: str | None = field(default=None, metadata={"help": "Local folder or hub id; empty = the task's packaged default model."})
     output_dir: str = field(default="runs/tunewise-run", metadata={"help": "Where the model, metrics.json and model card go."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing output folder."})
     seed: int = field(default=42, metadata={"help": "Seeds splits, sampling and training."})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    strategy: dict[str, Any] | str = field(default_factory=lambda: _DefaultStrategy(name="full"), metadata={"help": "Strategy name and its options, e.g. {name: lora, rank: 8}; default full (causal_lm: lora)."})
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
-    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    strategy: dict[str, Any] | str = field(default_factory=lambda: _DefaultStrategy(name="full"), metadata={"help": "Strategy name and its options, e.g. {name: lora, rank: 8}; default: the task's (full; causal-lm: lora)."})
+    sections: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"sections": True})
 
     def __post_init__(self) -> None:
+        _load_extensions()
+        from tunewise.strategies.base import STRATEGIES
+        from tunewise.tasks.base import TASKS
+
+        self.task = TASKS.canonical(self.task)
+        spec = TASKS.get(self.task).spec
+        for name, cls in SECTIONS.items():
+            if not isinstance(self.sections.get(name), cls):
+                self.sections[name] = cls()
         if type(self.strategy) is _DefaultStrategy:  # not given: the task's default, as a plain dict
-            self.strategy = {"name": TASK_DEFAULT_STRATEGY.get(self.task, "full")}
-        self._check_primary()
+            self.strategy = {"name": spec.default_strategy}
         if isinstance(self.strategy, str):
             self.strategy = {"name": self.strategy}
         if "name" not in self.strategy:
             raise TunewiseError("strategy.name: missing; e.g. 'strategy: full' or '{name: lora, rank: 8}'")
+        self.strategy["name"] = STRATEGIES.canonical(str(self.strategy["name"]))
+        spec.check_strategy(self.strategy_name)
+        self.eval.primary = spec.resolve_primary(self.eval.primary, self.eval.primary == EvalConfig.primary_default, self)
         if self.train.learning_rate is None:  # remembered, so that set_strategy() re-resolves it
             self.train._lr_by_strategy = True
         self._resolve_learning_rate()
+
+    def __getattr__(self, name: str) -> Any:
+        # task sections: config.llm, config.image ... (only called for names that are not fields)
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"RunConfig has no section '{name}'")
 
     def set_strategy(self, spec: dict[str, Any]) -> None:
         """Replace the strategy; a learning rate the config left empty follows the new one."""
@@ -290,31 +230,19 @@ class RunConfig:
 
     def _resolve_learning_rate(self) -> None:
         if getattr(self.train, "_lr_by_strategy", False):
-            self.train.learning_rate = STRATEGY_DEFAULT_LR.get(self.strategy_name, DEFAULT_LR)
+            from tunewise.strategies.base import STRATEGIES
 
-    def _check_primary(self) -> None:
-        metrics = TASK_METRICS.get(self.task)
-        if metrics is None:
-            if any(self.eval.primary in names for names in TASK_METRICS.values()):
-                raise TunewiseError(f"eval.primary: '{self.eval.primary}' is not a metric of task '{self.task}'")
-            return
-        if self.eval.primary == _RETRIEVAL_DEFAULT_PRIMARY:
-            usable = [m for m in metrics if not (m == "format_valid" and self.llm.format_check == "none")]
-            self.eval.primary = usable[0]
-        elif self.eval.primary not in metrics:
-            raise TunewiseError(
-                f"eval.primary: task {self.task} reports {', '.join(metrics)}, not '{self.eval.primary}'"
-                f"{did_you_mean(self.eval.primary, metrics)}"
-            )
-        elif self.eval.primary == "format_valid" and self.llm.format_check == "none":
-            raise TunewiseError("eval.primary: format_valid needs a format check; set llm.format_check to json or regex:<pattern>")
+            self.train.learning_rate = STRATEGIES.get(self.strategy_name).default_learning_rate
 
     @property
     def strategy_name(self) -> str:
         return str(self.strategy["name"])
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sections"}
+        data.update(self.sections)
+        return {key: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else
+                (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -361,13 +289,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise TunewiseError(f"{where}: must be a finite number, got {value!r}")
+            return number
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -384,10 +317,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    names = [f.name for f in fields if not f.metadata.get("sections")]
+    holder = next((f.name for f in fields if f.metadata.get("sections")), None)
+    if holder is not None:  # RunConfig: task sections are top-level keys too
+        _load_extensions()
+        names += list(SECTIONS)
+    kwargs: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else str(key)
+        if holder is not None and key in SECTIONS:
+            kwargs.setdefault(holder, {})[key] = _coerce(value, SECTIONS[key], where)
+            continue
         if key not in names:
             raise TunewiseError(
                 f"unknown config key '{where}'{did_you_mean(key, names)}; valid keys here: {', '.join(names)}"
@@ -491,6 +432,10 @@ def config_reference() -> str:
     def walk(cls: type, prefix: str) -> None:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
+            if f.metadata.get("sections"):
+                for name, section in SECTIONS.items():
+                    walk(section, f"{prefix}{name}.")
+                continue
             tp = hints[f.name]
             if dataclasses.is_dataclass(tp):
                 walk(tp, f"{prefix}{f.name}.")
@@ -502,7 +447,11 @@ def config_reference() -> str:
             else:
                 default = ""
             shown = "" if default is None else json.dumps(default, default=str, ensure_ascii=False)
-            lines.append(f"| `{prefix}{f.name}` | `{shown}` | {f.metadata.get('help', '')} |")
+            lines.append(f"| `{prefix}{f.name}` | `{shown}` | {f.metadata.get('help', '').replace('{tasks}', tasks)} |")
 
+    _load_extensions()
+    from tunewise.tasks.base import TASKS
+
+    tasks = ", ".join(f"{name} ({TASKS.get(name).spec.summary})" for name in TASKS)
     walk(RunConfig, "")
     return "\n".join(lines)

@@ -26,19 +26,29 @@ class Registry(Generic[T]):
         self.kind = kind
         self.option = option
         self._items: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
+        """Register under ``name``; ``aliases`` are accepted spellings that resolve to it silently."""
+
         def decorator(obj: T) -> T:
-            if name in self._items:
-                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            for key in (name, *aliases):
+                if key in self._items or key in self._aliases:
+                    raise ValueError(f"{self.kind} '{key}' is registered twice")
             self._items[name] = obj
+            self._aliases.update({alias: name for alias in aliases})
             return obj
 
         return decorator
 
+    def canonical(self, name: str) -> str:
+        """The registered name for ``name`` or one of its aliases (unknown names raise)."""
+        self.get(name)
+        return self._aliases.get(name, name)
+
     def get(self, name: str) -> T:
         try:
-            return self._items[name]
+            return self._items[self._aliases.get(name, name)]
         except KeyError:
             raise TunewiseError(
                 f"{self.option}: unknown {self.kind} '{name}'{did_you_mean(name, self._items)}; "
@@ -49,7 +59,7 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))

@@ -123,7 +123,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     if report.get("truncated"):
         console.print(f"[yellow]truncated:[/] {report['truncated']} training sequences were longer than the limit "
                       "and were cut (raise llm.max_length to keep them whole)")
-    console.print(f"data: {task.n_train(data)} training {task.unit}, " + ", ".join(
+    console.print(f"data: {task.n_train(data)} training {task.spec.unit}, " + ", ".join(
         f"{k.replace('_', ' ')} {v}" for k, v in report.items() if k.startswith("eval_")))
 
     with console.status("loading the pre-trained model"), _no_weight_bars():
@@ -176,7 +176,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
             interpolation = wiseft.after_run(task, cfg, data, staging, options, console)
         metrics = {
             "task": cfg.task,
-            "base_model": cfg.model or getattr(task, "default_model", "all-MiniLM-L6-v2 (packaged)"),
+            "base_model": cfg.model or task.spec.default_model,
             "primary_metric": primary,
             "before": before.metrics,
             "after": after.metrics,
@@ -265,7 +265,7 @@ def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str 
     with console.status("loading the model"), _no_weight_bars():
         loaded = task.load_model(cfg, pick_device(cfg.train.device))
     result = task.evaluate(loaded, data, cfg)
-    return {"model": cfg.model or getattr(task, "default_model", "all-MiniLM-L6-v2 (packaged)"), "metrics": result.metrics,
+    return {"model": cfg.model or task.spec.default_model, "metrics": result.metrics,
             "seconds": result.seconds, "examples": result.examples, "data": task.data_report(data)}
 
 

@@ -90,6 +90,7 @@ def config(tmp_path: Path, model: str, data: str, **extra) -> dict:
 
 def test_default_strategy_and_primary_metric_per_task():
     lm = load_config(values={"task": "causal_lm"})
+    assert lm.task == "causal-lm"  # the old spelling is an alias
     assert lm.strategy == {"name": "lora"}  # LoRA unless a strategy is named
     assert lm.eval.primary == "exact_match"  # no format check: exact match decides
     assert load_config(values={"task": "causal_lm", "llm.format_check": "json"}).eval.primary == "format_valid"
@@ -97,7 +98,7 @@ def test_default_strategy_and_primary_metric_per_task():
     emb = load_config()
     assert emb.strategy == {"name": "full"} and emb.eval.primary == "mrr@20"
     assert load_config(values={"task": "causal_lm", "eval.primary": "answer_likelihood"}).eval.primary == "answer_likelihood"
-    with pytest.raises(TunewiseError, match="task causal_lm reports format_valid, exact_match, answer_likelihood"):
+    with pytest.raises(TunewiseError, match="task causal-lm reports format_valid, exact_match, answer_likelihood"):
         load_config(values={"task": "causal_lm", "eval.primary": "ndcg@10"})
     with pytest.raises(TunewiseError, match="format_valid needs a format check"):
         load_config(values={"task": "causal_lm", "eval.primary": "format_valid"})
@@ -236,8 +237,6 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_llama, record, message,
 
 
 def test_head_strategy_is_refused_for_a_causal_lm_with_the_reason():
-    from tunewise.strategies import resolve_strategy
-
-    cfg = load_config(values={"task": "causal_lm", "strategy.name": "head"})
+    # refused when the config loads (the task declares it), before any data is read
     with pytest.raises(TunewiseError, match="strategy head: a causal LM's head is its vocabulary projection.*use lora"):
-        resolve_strategy(cfg)
+        load_config(values={"task": "causal_lm", "strategy.name": "head"})

@@ -9,7 +9,8 @@ import random
 import pytest
 import torch
 
-from tunewise.config import TASK_METRICS, load_config
+from tunewise.config import load_config
+from tunewise.tasks import TASKS
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.classification import (
     CLASSIFICATION_METRICS,
@@ -63,8 +64,8 @@ def test_matches_scikit_learn(seed):
 
 
 def test_config_lists_the_same_metrics():
-    assert TASK_METRICS["classification"] == CLASSIFICATION_METRICS
-    assert TASK_METRICS["image-classification"] == CLASSIFICATION_METRICS
+    for name in ("classification", "image-classification"):
+        assert tuple(m.name for m in TASKS.get(name).spec.metrics) == CLASSIFICATION_METRICS
 
 
 def test_primary_defaults_per_task():
@@ -102,7 +103,7 @@ def test_single_item_class_is_an_error():
 def test_probe_folding_reproduces_sklearn():
     """The logistic regression folded into raw-feature weights predicts as sklearn does."""
     pytest.importorskip("sklearn")
-    from tunewise.tasks.classifying import fit_probe
+    from tunewise.tasks.classifier_shared import fit_probe
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(60, 5, generator=g) * torch.tensor([1.0, 5.0, 0.1, 2.0, 1.0]) + 3

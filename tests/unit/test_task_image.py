@@ -170,7 +170,7 @@ def test_image_search_reloads_the_same_embeddings(tiny_resnet, tmp_path):
     from transformers import AutoModel
 
     from tunewise.run import fit
-    from tunewise.tasks.image_embedding import ImageSearchTask
+    from tunewise.tasks.image_search import ImageSearchTask
 
     root = image_folder(tmp_path / "imgs", n_per_class=5)
     out = tmp_path / "out"
@@ -186,7 +186,7 @@ def test_image_search_reloads_the_same_embeddings(tiny_resnet, tmp_path):
 
 
 def test_image_search_leaves_the_query_out(tiny_resnet, tmp_path):
-    from tunewise.tasks.image_embedding import ImageSearchTask
+    from tunewise.tasks.image_search import ImageSearchTask
 
     root = image_folder(tmp_path / "imgs", n_per_class=4)
     cfg = _cfg("image-search", tiny_resnet, root, tmp_path / "o")
@@ -199,7 +199,7 @@ def test_image_search_leaves_the_query_out(tiny_resnet, tmp_path):
 
 
 def test_unknown_image_loss_is_an_error(tmp_path):
-    from tunewise.tasks.image_embedding import ImageSearchTask
+    from tunewise.tasks.image_search import ImageSearchTask
 
     root = image_folder(tmp_path / "imgs", n_per_class=2)
     cfg = load_config(None, ["task=image-search", f"data.train={root}", "train.loss=arcfase"])
@@ -326,7 +326,7 @@ def test_timm_backbone_from_a_local_folder_trains_and_saves(tmp_path):
 
 def test_head_strategy_for_image_search_trains_a_projection_on_cached_features(tiny_resnet, tmp_path, monkeypatch):
     from tunewise.run import fit
-    from tunewise.tasks.image_embedding import ImageSearchTask
+    from tunewise.tasks.image_search import ImageSearchTask
 
     monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
     folder = image_folder(tmp_path / "imgs")

@@ -99,7 +99,7 @@ def _notes(cfg, task, plan, before: float | None, cost: dict[str, Any], backend:
     primary = cfg.eval.primary
     money = f" ≈ {cost['money']:.2f} at {cost['price_per_hour']:.2f}/hour" if "money" in cost else ""
     notes = [
-        f"task {cfg.task}, model {cfg.model or 'all-MiniLM-L6-v2 (packaged)'}, strategy {cfg.strategy_name}, "
+        f"task {cfg.task}, model {cfg.model or task.spec.default_model}, strategy {cfg.strategy_name}, "
         f"loss {cfg.train.loss}, {cfg.train.epochs:g} epochs per data point, batch size {cfg.train.batch_size}, "
         f"learning rate {cfg.train.learning_rate:g}, seed {cfg.seed}",
         f"pre-trained model: {primary} = {before:.4f} on the evaluation set every point is scored on"
@@ -107,7 +107,7 @@ def _notes(cfg, task, plan, before: float | None, cost: dict[str, Any], backend:
         f"data sweep: nested seeded subsets, sizes {plan.sizes} x {plan.seeds} seeds",
     ]
     if plan.time_size:
-        notes.append(f"time sweep: one run of {plan.time_epochs:g} epochs at {plan.time_size} {task.unit}, "
+        notes.append(f"time sweep: one run of {plan.time_epochs:g} epochs at {plan.time_size} {task.spec.unit}, "
                      f"evaluated after every epoch{f' and every {plan.eval_steps} steps' if plan.eval_steps else ''}; "
                      "seconds exclude evaluation; the learning rate decays over the whole run")
     notes.append(f"sweep cost: {cost['runs']} training runs, {cost['train_seconds']:,.0f} s training + "

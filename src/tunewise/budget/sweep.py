@@ -337,7 +337,7 @@ def run_budget(
         before = previous[0].metric_before
         console.print(f"resuming {out / 'results.jsonl'}: {reused} planned points done, {len(jobs)} runs to go")
     elif jobs:
-        console.print(f"data: {n} training {task.unit}; grid {plan.sizes} x {plan.seeds} seeds"
+        console.print(f"data: {n} training {task.spec.unit}; grid {plan.sizes} x {plan.seeds} seeds"
                       + (f"; time curve at {plan.time_size} items over {plan.time_epochs:g} epochs"
                          if plan.time_size else ""))
         with console.status("evaluating the pre-trained model"):

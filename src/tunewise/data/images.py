@@ -28,8 +28,15 @@ from typing import Any
 
 import torch
 
-from tunewise.config import DataConfig, ImageConfig
-from tunewise.data.readers import read_records, require_columns, text_value
+from tunewise.config import DataConfig
+from tunewise.data.image_config import ImageConfig
+from tunewise.data.readers import (
+    label_value,
+    no_labels_left,
+    read_records,
+    require_columns,
+    text_value,
+)
 from tunewise.errors import TunewiseError, did_you_mean
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -44,9 +51,13 @@ class ImageRecords:
     paths: list[Path]
     targets: list[str]  # label names or captions
     skipped: list[str] = field(default_factory=list)  # "path: reason"
+    missing_labels: int | None = None  # rows left out for a missing label (None: captions, not labels)
 
     def report(self) -> dict[str, Any]:
-        return {"images_skipped": len(self.skipped), "skipped_examples": self.skipped[:3]}
+        report: dict[str, Any] = {"images_skipped": len(self.skipped), "skipped_examples": self.skipped[:3]}
+        if self.missing_labels is not None:
+            report["skipped_missing_labels"] = self.missing_labels
+        return report
 
 
 def image_columns(cfg: DataConfig) -> dict[str, str]:
@@ -88,9 +99,12 @@ def read_image_records(cfg: DataConfig, image_cfg: ImageConfig, target: str) -> 
         if target != "label":
             raise TunewiseError(f"data.train: {source} is a folder; captions need a CSV/JSONL with image and caption columns")
         paths, targets = _scan_folder(source.resolve())
+        missing = 0
     else:
-        paths, targets = _read_table(source, cfg, image_cfg, target)
-    return _validate(paths, targets, image_cfg.on_bad_image)
+        paths, targets, missing = _read_table(source, cfg, image_cfg, target)
+    records = _validate(paths, targets, image_cfg.on_bad_image)
+    records.missing_labels = missing if target == "label" else None
+    return records
 
 
 def _scan_folder(root: Path) -> tuple[list[Path], list[str]]:
@@ -108,17 +122,28 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[str]]:
     return paths, labels
 
 
-def _read_table(source: Path, cfg: DataConfig, image_cfg: ImageConfig, target: str) -> tuple[list[Path], list[str]]:
+def _read_table(source: Path, cfg: DataConfig, image_cfg: ImageConfig, target: str) -> tuple[list[Path], list[str], int]:
+    """Paths, targets and the number of rows left out for a missing label (``data.on_missing_label: skip``)."""
     cols = image_columns(cfg)
     records = read_records(source, cfg.format, option="data.train")
     require_columns(records, {"image": cols["image"], target: cols[target]}, source)
     root = Path(image_cfg.root).expanduser().resolve() if image_cfg.root else source.resolve().parent
     if not root.is_dir():
         raise TunewiseError(f"image.root: not a folder: {root}")
-    paths = [resolve_inside(root, text_value(r, cols["image"], i, source), f"{source}: row {i + 1}")
-             for i, r in enumerate(records)]
-    targets = [text_value(r, cols[target], i, source) for i, r in enumerate(records)]
-    return paths, targets
+    paths, targets, missing = [], [], 0
+    for i, r in enumerate(records):
+        if target == "label":  # the same missing-label rule as text classification
+            value = label_value(r, cols[target], i, source, cfg.on_missing_label)
+            if value is None:
+                missing += 1
+                continue
+        else:
+            value = text_value(r, cols[target], i, source)
+        paths.append(resolve_inside(root, text_value(r, cols["image"], i, source), f"{source}: row {i + 1}"))
+        targets.append(value)
+    if not paths:
+        raise no_labels_left(source, cols[target], missing)
+    return paths, targets, missing
 
 
 def _validate(paths: list[Path], targets: list[str], on_bad: str) -> ImageRecords:

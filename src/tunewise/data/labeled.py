@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tunewise.config import DataConfig
-from tunewise.data.readers import read_records, require_columns, text_value
+from tunewise.data.readers import (
+    label_value,
+    no_labels_left,
+    read_records,
+    require_columns,
+    text_value,
+)
 from tunewise.data.retrieval import column_map
 from tunewise.errors import TunewiseError
 
@@ -116,23 +122,48 @@ def split_labeled(items: list[T], names: list[str], cfg: DataConfig, seed: int, 
         "eval_items": len(eval_idx),
         "validation_items": len(val_idx),
         "smallest_class": min(Counter(names).values()),
+        "skipped_missing_labels": getattr(names, "skipped_missing", 0),
     }
     return data
+
+
+class LabelNames(list):
+    """Label names (a plain list) that also carry how many rows were skipped for a missing label.
+
+    :func:`read_text_labeled` returns one so that :func:`split_labeled` can put the count in
+    the data report while callers keep unpacking ``texts, labels``.
+    """
+
+    skipped_missing: int = 0
 
 
 def read_text_labeled(cfg: DataConfig) -> tuple[list[str], list[str]]:
     """(texts, label names) from the training file's text and label columns.
 
+    A missing label (empty, null, NaN or an NA string such as "N/A") is an error, or with
+    ``data.on_missing_label: skip`` the row is left out; the label list's ``skipped_missing``
+    counts those rows.
+
     Raises:
-        TunewiseError: no file, a missing column (with a suggestion) or an empty cell (row named).
+        TunewiseError: no file, a missing column (with a suggestion), an empty text or a
+            missing label (row named).
     """
     if cfg.train is None:
         raise TunewiseError("data.train: no training data given; set data.train (or --train) to a CSV/JSONL/Parquet file with text and label columns")
     cols = column_map(cfg)
     records = read_records(cfg.train, cfg.format, option="data.train")
     require_columns(records, {"text": cols["text"], "label": cols["label"]}, cfg.train)
-    texts = [text_value(r, cols["text"], i, cfg.train) for i, r in enumerate(records)]
-    labels = [text_value(r, cols["label"], i, cfg.train) for i, r in enumerate(records)]
+    texts: list[str] = []
+    labels = LabelNames()
+    for i, r in enumerate(records):
+        label = label_value(r, cols["label"], i, cfg.train, cfg.on_missing_label)
+        if label is None:
+            labels.skipped_missing += 1
+            continue
+        texts.append(text_value(r, cols["text"], i, cfg.train))
+        labels.append(label)
+    if not labels:
+        raise no_labels_left(cfg.train, cols["label"], labels.skipped_missing)
     return texts, labels
 
 

@@ -7,7 +7,11 @@ it helps) and say how to fix the input: the CLI shows them as one line with exit
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import math
+import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,24 +68,74 @@ def read_records(path: str | Path, fmt: str = "auto", option: str = "data.train"
     return records
 
 
+# csv's default field limit (128 KiB) is far below what JSONL and Parquet accept; a long
+# document in one cell must read the same in every format. Raised once, never lowered.
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
+
 def _read_csv(path: Path) -> list[Record]:
-    text = path.read_bytes().decode("utf-8")  # strict: non-UTF-8 raises with the offset
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    """CSV/TSV rows as dicts of strings, parsed by the csv module straight from the file.
+
+    The file is opened with ``newline=""`` so that line breaks inside quoted values (CRLF,
+    LF, and U+0085, U+2028, U+2029 which ``str.splitlines`` would also break at) stay in the
+    value, and with ``utf-8-sig`` so that a byte-order mark is not part of the first column
+    name. Parsing is strict: a quote that is never closed would otherwise swallow the rest
+    of the file into one value.
+    """
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
     dialect: Any = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-    reader = csv.DictReader(text.splitlines(keepends=True), dialect=dialect)
-    if reader.fieldnames is None:
-        return []
-    records = []
-    for row in reader:
-        if None in row:
-            raise TunewiseError(f"{path}: line {reader.line_num} has more fields than the header; quote values that contain commas")
-        records.append(dict(row))
+    separator = "tabs" if dialect == "excel-tab" else "commas"
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle, dialect=dialect, strict=True)
+            start = 1  # line where the record being parsed starts
+            try:
+                if reader.fieldnames is None:
+                    return []
+                _check_header(reader.fieldnames, path)
+                records = []
+                start = reader.line_num + 1
+                for row in reader:
+                    if None in row:
+                        raise TunewiseError(
+                            f"{path}: line {reader.line_num} has more fields than the header; quote values that contain {separator}"
+                        )
+                    records.append(dict(row))
+                    start = reader.line_num + 1
+            except csv.Error as err:
+                raise _csv_error(err, path, start, reader.reader.line_num, separator) from None  # DictReader's lags
+    except UnicodeDecodeError:
+        path.read_bytes().decode("utf-8")  # raises again with the offset in the file, not in a buffer
+        raise
     return records
 
 
+def _check_header(fieldnames: Sequence[str], path: Path) -> None:
+    seen: set[str] = set()
+    for name in fieldnames:
+        if name and name in seen:  # csv.DictReader would silently keep only the last column
+            raise TunewiseError(f"{path}: the header names column '{name}' twice; rename or remove one of them")
+        seen.add(name)
+
+
+def _csv_error(err: csv.Error, path: Path, start: int, line: int, separator: str) -> TunewiseError:
+    message = str(err)
+    if "unexpected end of data" in message:
+        return TunewiseError(
+            f"{path}: the quoted value that starts on line {start} is never closed; "
+            'close the quote, and write a quote inside a quoted value as two ("")'
+        )
+    if "expected after" in message:
+        return TunewiseError(
+            f"{path}: line {line} has text after the closing quote of a value ({message}); "
+            f'quote the whole value and write a quote inside it as two ("")'
+        )
+    return TunewiseError(f"{path}: line {line} is not valid CSV ({message}); quote values that contain {separator}, quotes or line breaks")
+
+
 def _read_jsonl(path: Path) -> list[Record]:
-    text = path.read_bytes().decode("utf-8")
+    text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # a byte-order mark (some Windows editors write one)
     stripped = text.lstrip()
     if path.suffix.lower() == ".json" and stripped.startswith("["):
         try:
@@ -92,7 +146,9 @@ def _read_jsonl(path: Path) -> list[Record]:
             raise TunewiseError(f"{path}: expected a list of objects")
         return list(data)
     records = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    # Only CR/LF end a JSON line: U+0085, U+2028 and U+2029 are allowed unescaped inside
+    # JSON strings (json.dumps(ensure_ascii=False) writes them so), unlike str.splitlines.
+    for line_no, line in enumerate(_JSON_LINE_BREAK.split(text), start=1):
         if not line.strip():
             continue
         try:
@@ -103,6 +159,9 @@ def _read_jsonl(path: Path) -> list[Record]:
             raise TunewiseError(f"{path}: line {line_no} is a {type(record).__name__}, expected a JSON object")
         records.append(record)
     return records
+
+
+_JSON_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _read_parquet(path: Path) -> list[Record]:
@@ -156,3 +215,54 @@ def text_value(record: Record, column: str, row: int, path: str | Path, *, allow
     if not text and not allow_empty:
         raise TunewiseError(f"{path}: row {row + 1} has an empty '{column}'; fill it or remove the row")
     return text
+
+
+# The strings pandas reads as missing by default (pandas._libs.parsers.STR_NA_VALUES in
+# pandas 2 and 3); used when pandas cannot be imported.
+_NA_STRINGS = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+})
+
+
+@functools.cache
+def na_strings() -> frozenset[str]:
+    """The cell values that mean "no value" for a label: pandas' default NA strings."""
+    try:
+        from pandas._libs.parsers import STR_NA_VALUES
+    except (ImportError, AttributeError):
+        return _NA_STRINGS
+    return frozenset(STR_NA_VALUES) | {""}
+
+
+def label_value(record: Record, column: str, row: int, path: str | Path, on_missing: str = "error") -> str | None:
+    """A record's label as a stripped string, or None for a missing label that is to be skipped.
+
+    A label is missing when it is absent, null, NaN, empty or one of pandas' NA strings
+    ("NaN", "N/A", "null", "None", ...): such a value must not silently become a class.
+
+    Args:
+        on_missing: ``error`` (raise), ``skip`` (return None: the caller drops and counts the
+            row) or ``keep`` (NA strings are class names; empty and null labels still raise).
+
+    Raises:
+        TunewiseError: a missing label with ``on_missing: error`` (or an empty one with
+            ``keep``), naming the file, row and column and how to fix it.
+    """
+    value = record.get(column)
+    empty = value is None or (isinstance(value, float) and math.isnan(value))
+    text = "" if empty else text_value(record, column, row, path, allow_empty=True)  # lists etc. raise here
+    if not empty and (text not in na_strings() or (text and on_missing == "keep")):
+        return text
+    if on_missing == "skip":
+        return None
+    shown = "null" if value is None else "NaN" if empty else "empty" if not text else repr(text)
+    fix = "fill it, remove the row, or set data.on_missing_label: skip"
+    if text:
+        fix += f" (or keep, if '{text}' is a real class)"
+    raise TunewiseError(f"{path}: row {row + 1} has no label in column '{column}' ({shown} counts as missing); {fix}")
+
+
+def no_labels_left(path: str | Path, column: str, skipped: int) -> TunewiseError:
+    """The error when ``data.on_missing_label: skip`` leaves no row at all."""
+    return TunewiseError(f"{path}: all {skipped} rows have a missing label in column '{column}'; fill the labels or set data.columns.label")

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.config import DataConfig
-from tunewise.data.readers import read_records, require_columns, text_value
+from tunewise.data.readers import (
+    Record,
+    label_value,
+    no_labels_left,
+    read_records,
+    require_columns,
+    text_value,
+)
 from tunewise.errors import TunewiseError, did_you_mean
 
 # Role -> default column name. Users rename with data.columns.{role}.
@@ -43,9 +50,12 @@ class IRDataset:
     queries: dict[str, str]
     corpus: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    # Queries given but left out because no relevant document of the corpus is judged for them.
+    unscorable_queries: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Only queries with at least one relevant document in the corpus can be scored.
+        given = len(self.queries)
         self.qrels = {
             q: {d: r for d, r in rel.items() if d in self.corpus and r > 0}
             for q, rel in self.qrels.items()
@@ -53,6 +63,7 @@ class IRDataset:
         }
         self.qrels = {q: rel for q, rel in self.qrels.items() if rel}
         self.queries = {q: self.queries[q] for q in self.qrels}
+        self.unscorable_queries = given - len(self.queries)
 
 
 @dataclass
@@ -86,6 +97,11 @@ def column_map(cfg: DataConfig) -> dict[str, str]:
 
 def load_items(cfg: DataConfig) -> list[tuple[str, ...]]:
     """Read the training file as tuples: (query, positive), (q, pos, neg) or (text, label)."""
+    return _load_items(cfg)[0]
+
+
+def _load_items(cfg: DataConfig) -> tuple[list[tuple[str, ...]], int]:
+    """The training tuples and how many rows were skipped for a missing label (``data.on_missing_label: skip``)."""
     if cfg.kind not in KINDS:
         raise TunewiseError(f"data.kind: unknown '{cfg.kind}'{did_you_mean(cfg.kind, KINDS)}; use pairs, triplets or labeled")
     if cfg.train is None:
@@ -95,21 +111,75 @@ def load_items(cfg: DataConfig) -> list[tuple[str, ...]]:
     records = read_records(cfg.train, cfg.format, option="data.train")
     needed = {role: cols[role] for role in roles}
     require_columns(records, needed, cfg.train)
-    return [tuple(text_value(r, needed[role], i, cfg.train) for role in roles) for i, r in enumerate(records)]
+    if cfg.kind != "labeled":
+        return [tuple(text_value(r, needed[role], i, cfg.train) for role in roles) for i, r in enumerate(records)], 0
+    items, skipped = [], 0
+    for i, r in enumerate(records):
+        # A label such as "NaN" or "N/A" would otherwise pair unrelated items as the same class.
+        label = label_value(r, needed["label"], i, cfg.train, cfg.on_missing_label)
+        if label is None:
+            skipped += 1
+            continue
+        items.append((text_value(r, needed["text"], i, cfg.train), label))
+    if not items:
+        raise no_labels_left(cfg.train, needed["label"], skipped)
+    return items, skipped
+
+
+EVAL_DROPPED_KEYS = ("qrels_unknown_query", "qrels_unknown_doc", "queries_without_qrels")
+
+
+def _id_table(records: list[Record], cols: dict[str, str], path: str, what: str) -> dict[str, str]:
+    """id -> text of a queries or corpus file; a repeated id is an error naming both rows."""
+    table: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    for i, r in enumerate(records):
+        key = text_value(r, cols["id"], i, path)
+        if key in rows:
+            raise TunewiseError(
+                f"{path}: {what} id '{key}' appears twice (rows {rows[key]} and {i + 1}); "
+                f"give every {what} its own id (merge or rename one of them)"
+            )
+        rows[key] = i + 1
+        table[key] = text_value(r, cols["text"], i, path)
+    return table
+
+
+def _first(ids: list[str], n: int = 3) -> str:
+    shown = ", ".join(f"'{x}'" for x in ids[:n])
+    return shown + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def load_eval_files(cfg: DataConfig) -> IRDataset:
     """Read explicit queries, corpus and qrels files."""
+    return _load_eval_files(cfg)[0]
+
+
+def _load_eval_files(cfg: DataConfig) -> tuple[IRDataset, dict[str, int]]:
+    """The evaluation set of the queries, corpus and qrels files, and what was dropped (by EVAL_DROPPED_KEYS).
+
+    Duplicate ids are errors. Judgments naming an unknown query or document, and queries
+    without a relevant judgment (relevance > 0), are errors too, or with
+    ``data.on_invalid_eval: drop`` left out and counted.
+    """
     cols = column_map(cfg)
     assert cfg.eval_queries and cfg.eval_corpus and cfg.eval_qrels
     tables = {}
-    for option, path in (("data.eval_queries", cfg.eval_queries), ("data.eval_corpus", cfg.eval_corpus)):
+    for option, path, what in (("data.eval_queries", cfg.eval_queries, "query"), ("data.eval_corpus", cfg.eval_corpus, "document")):
         records = read_records(path, "auto", option=option)
         require_columns(records, {"id": cols["id"], "text": cols["text"]}, path)
-        tables[option] = {text_value(r, cols["id"], i, path): text_value(r, cols["text"], i, path) for i, r in enumerate(records)}
+        tables[option] = _id_table(records, cols, path, what)
+    queries, corpus = tables["data.eval_queries"], tables["data.eval_corpus"]
     qrel_records = read_records(cfg.eval_qrels, "auto", option="data.eval_qrels")
     require_columns(qrel_records, {"query_id": cols["query_id"], "doc_id": cols["doc_id"]}, cfg.eval_qrels)
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    seen: dict[tuple[str, str], tuple[int, int]] = {}  # (query, doc) -> (row, relevance)
+    unknown_query: list[str] = []  # one entry per judgment (the ids are listed once each in errors)
+    unknown_doc: list[str] = []
     for i, r in enumerate(qrel_records):
         q = text_value(r, cols["query_id"], i, cfg.eval_qrels)
         d = text_value(r, cols["doc_id"], i, cfg.eval_qrels)
@@ -121,13 +191,51 @@ def load_eval_files(cfg: DataConfig) -> IRDataset:
                 raise TunewiseError(
                     f"{cfg.eval_qrels}: row {i + 1}, column '{cols['relevance']}' must be a number, got {r[cols['relevance']]!r}"
                 ) from None
-        qrels[q][d] = rel
-    ds = IRDataset(tables["data.eval_queries"], tables["data.eval_corpus"], dict(qrels))
-    if not ds.qrels:
+        if (q, d) in seen and seen[q, d][1] != rel:
+            raise TunewiseError(
+                f"{cfg.eval_qrels}: query '{q}' and document '{d}' are judged twice with different relevance "
+                f"(rows {seen[q, d][0]} and {i + 1}: {seen[q, d][1]} and {rel}); keep one judgment"
+            )
+        seen[q, d] = (i + 1, rel)
+        if q not in queries:
+            unknown_query.append(q)
+        elif d not in corpus:
+            unknown_doc.append(d)
+        else:
+            qrels[q][d] = rel
+    judged = {q for q, rel in qrels.items() if any(r > 0 for r in rel.values())}
+    unjudged = [q for q in queries if q not in judged]
+    if not judged:
+        if not unknown_query and not unknown_doc:
+            raise TunewiseError(f"{cfg.eval_qrels}: no judgment has a relevance above 0; mark the relevant documents with 1 or more")
+        example = (f"unknown query ids: {_first(list(dict.fromkeys(unknown_query)))}" if unknown_query
+                   else f"unknown document ids: {_first(list(dict.fromkeys(unknown_doc)))}")
         raise TunewiseError(
-            f"{cfg.eval_qrels}: no judgment matches a query id in {cfg.eval_queries} and a document id in {cfg.eval_corpus}; check the ids"
+            f"{cfg.eval_qrels}: no judgment matches a query id in {cfg.eval_queries} and a document id in {cfg.eval_corpus} "
+            f"({example}); check the ids"
         )
-    return ds
+    drop = "or set data.on_invalid_eval: drop to leave them out"
+    if cfg.on_invalid_eval != "drop":
+        if unknown_query:
+            ids = list(dict.fromkeys(unknown_query))
+            raise TunewiseError(
+                f"{cfg.eval_qrels}: {_count(len(unknown_query), 'judgment names', 'judgments name')} a query id that is not in {cfg.eval_queries} "
+                f"({_first(ids)}); fix the ids, add the queries, {drop}"
+            )
+        if unknown_doc:
+            ids = list(dict.fromkeys(unknown_doc))
+            raise TunewiseError(
+                f"{cfg.eval_qrels}: {_count(len(unknown_doc), 'judgment names', 'judgments name')} a document id that is not in {cfg.eval_corpus} "
+                f"({_first(ids)}); fix the ids, add the documents, {drop}"
+            )
+        if unjudged:
+            raise TunewiseError(
+                f"{cfg.eval_queries}: {_count(len(unjudged), 'query has', 'queries have')} no relevant judgment (relevance > 0) in {cfg.eval_qrels} "
+                f"({_first(unjudged)}); add judgments, remove the queries, {drop}"
+            )
+    dropped = {"qrels_unknown_query": len(unknown_query), "qrels_unknown_doc": len(unknown_doc),
+               "queries_without_qrels": len(unjudged)}
+    return IRDataset(queries, corpus, dict(qrels)), dropped
 
 
 def _held_out_count(n: int, cfg: DataConfig) -> int:
@@ -211,10 +319,12 @@ def prepare_retrieval_data(cfg: DataConfig, seed: int, *, need_validation: bool 
     Raises:
         TunewiseError: unreadable data, missing columns, fewer than two training items.
     """
-    items = load_items(cfg)
-    eval_ds = load_eval_files(cfg) if cfg.eval_queries else None
+    items, skipped_labels = _load_items(cfg)
+    eval_ds, eval_dropped = _load_eval_files(cfg) if cfg.eval_queries else (None, None)
     split = _split_labeled if cfg.kind == "labeled" else _split_pairs
     train_items, eval_ds = split(items, cfg, seed, eval_ds)
+    if eval_dropped is None:  # split from the training data: held-out items nothing matches are left out
+        eval_dropped = {**dict.fromkeys(EVAL_DROPPED_KEYS, 0), "queries_without_qrels": eval_ds.unscorable_queries}
 
     eval_norm = {normalize(t) for t in eval_ds.queries.values()}
     leaked = [it for it in train_items if normalize(it[0]) in eval_norm]
@@ -251,9 +361,13 @@ def prepare_retrieval_data(cfg: DataConfig, seed: int, *, need_validation: bool 
         "leaked_queries": len(leaked),
         "leaked_removed": bool(leaked and cfg.drop_leaked),
         "leaked_examples": [it[0] for it in leaked[:3]],
+        "dropped_eval": eval_dropped,  # not "eval_*": run.py prints those keys as scalars
     }
+    if cfg.kind == "labeled":
+        report["skipped_missing_labels"] = skipped_labels
     return RetrievalData(rows, eval_ds, validation, report)
 
 
 def _val_cfg(cfg: DataConfig) -> DataConfig:
-    return DataConfig(train=cfg.train, kind=cfg.kind, eval_fraction=cfg.validation_fraction)
+    return DataConfig(train=cfg.train, kind=cfg.kind, eval_fraction=cfg.validation_fraction,
+                      on_missing_label=cfg.on_missing_label, on_invalid_eval=cfg.on_invalid_eval)

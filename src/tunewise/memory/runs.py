@@ -12,9 +12,13 @@ from typing import Any
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
 
-# tunewise task name -> the estimator's model of that task's training step
-_TASKS = {"embedding": "embedding", "classification": "classification", "causal_lm": "causal_lm",
-          "image-classification": "image", "image-search": "image"}
+
+
+def _profile(cfg: RunConfig):
+    """The task's memory profile (:class:`tunewise.tasks.base.MemoryProfile`), or None."""
+    from tunewise.tasks.base import TASKS
+
+    return TASKS.get(cfg.task).spec.memory
 
 
 def _precision(cfg: RunConfig, device: str) -> str:
@@ -50,13 +54,14 @@ def _longest_text(model: Any, data: Any, limit: int) -> int | None:
 
 
 def _seq_len(cfg: RunConfig, model: Any, data: Any = None) -> int:
-    if cfg.task == "causal_lm":
+    sequence = _profile(cfg).sequence
+    if sequence == "lm":
         # batches are padded to their longest sequence (packing fills llm.max_length)
         encoded = getattr(data, "train_encoded", None)
         if encoded and not cfg.llm.packing:
             return min(int(cfg.llm.max_length), max(len(e.input_ids) for e in encoded))
         return int(cfg.llm.max_length)
-    if cfg.task == "embedding":
+    if sequence == "texts":
         limit = int(cfg.train.max_seq_length or getattr(model, "max_seq_length", 0) or 512)
         return _longest_text(model, data, limit) or limit
     if cfg.train.max_seq_length:
@@ -138,11 +143,11 @@ def lora_layout(model: Any) -> dict[str, Any] | None:
 
 def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> dict[str, Any] | None:
     """Keyword arguments for :func:`tunewise.memory.estimate.estimate` describing this run."""
-    task = _TASKS.get(cfg.task)
-    if task is None:
+    profile = _profile(cfg)
+    if profile is None:
         return None
     settings: dict[str, Any] = {
-        "task": task, "strategy": cfg.strategy_name, "precision": _precision(cfg, device), "optimizer": "adamw",
+        "task": profile.step, "strategy": cfg.strategy_name, "precision": _precision(cfg, device), "optimizer": "adamw",
         "batch_size": cfg.train.batch_size, "seq_len": _seq_len(cfg, model, data),
         "gradient_checkpointing": cfg.train.gradient_checkpointing,
     }
@@ -152,7 +157,9 @@ def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> d
             settings.update(layout)
         elif "rank" in cfg.strategy:
             settings["lora_rank"] = int(cfg.strategy["rank"])
-    if task == "image":
+    if profile.texts_per_example is not None:
+        settings["texts_per_example"] = profile.texts_per_example
+    if profile.sequence == "image":
         settings["image_size"] = int(cfg.image.size)
     return settings
 
@@ -175,7 +182,7 @@ def preflight_run(cfg: RunConfig, model: Any, device: str, data: Any = None) -> 
     if settings is None:
         return None, f"no memory model for task '{cfg.task}'"
     try:
-        spec = load_arch(resolve_model(cfg.model) if cfg.task in ("embedding", "classification") else
+        spec = load_arch(resolve_model(cfg.model) if _profile(cfg).arch_from == "path" else
                          getattr(model, "config", None) or resolve_model(cfg.model))
         est = estimate(spec, **settings, device=device)
     except TunewiseError as err:  # an architecture the estimator cannot read: measure only

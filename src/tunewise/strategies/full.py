@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunewise.config import RunConfig
-from tunewise.strategies.base import STRATEGIES
+from tunewise.strategies.base import DEFAULT_LR, STRATEGIES
 from tunewise.strategies.schedule import ScheduleOptions, param_groups, prepare_head, schedule_callbacks
 
 
@@ -23,6 +23,7 @@ class FullOptions(ScheduleOptions):
 @STRATEGIES.register("full")
 class FullStrategy:
     name = "full"
+    default_learning_rate = DEFAULT_LR  # train.learning_rate when the config leaves it empty
     options = FullOptions
 
     @staticmethod

@@ -29,7 +29,7 @@ from torch import nn
 
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
-from tunewise.strategies.base import STRATEGIES
+from tunewise.strategies.base import DEFAULT_LR, STRATEGIES
 from tunewise.strategies.feature_cache import cached_features, fingerprint, texts_fingerprint, weights_fingerprint
 from tunewise.tasks.base import TrainStats
 
@@ -307,6 +307,7 @@ class CachedHeadEncoder:
 @STRATEGIES.register("head")
 class HeadStrategy:
     name = "head"
+    default_learning_rate = DEFAULT_LR  # train.learning_rate when the config leaves it empty
     options = HeadOptions
 
     @staticmethod

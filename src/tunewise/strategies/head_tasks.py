@@ -59,7 +59,7 @@ def train_classifier_head(model: nn.Module, task: Any, data: Any, options: Any, 
     from datasets import Dataset
 
     from tunewise.strategies.head import head_train_stats, train_head_module
-    from tunewise.tasks.classifying import head_inputs
+    from tunewise.tasks.classifier_shared import head_inputs
 
     (head,) = task.head_modules(model)
     device = str(next(model.parameters()).device)

@@ -30,7 +30,7 @@ from torch import nn
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError, did_you_mean
 from tunewise.memory.estimate import DEFAULT_LORA_DROPOUT
-from tunewise.strategies.base import STRATEGIES, backbone_of
+from tunewise.strategies.base import ADAPTER_LR, STRATEGIES, backbone_of
 from tunewise.strategies.layers import find_blocks
 from tunewise.strategies.schedule import ScheduleOptions, param_groups, prepare_head, schedule_callbacks
 
@@ -118,7 +118,7 @@ def set_backbone(task: Any, model: Any, backbone: nn.Module) -> Any:
         return model
     if backbone_of(task, model) is task.modules(model):
         return backbone
-    raise TunewiseError(f"strategy: task '{task.name}' cannot swap its backbone for adapters; use strategy: full or partial")
+    raise TunewiseError(f"strategy: task '{task.spec.name}' cannot swap its backbone for adapters; use strategy: full or partial")
 
 
 def lora_config(options: LoraOptions, targets: list[str]):
@@ -138,7 +138,7 @@ def _quiet_peft() -> Iterator[None]:
 
 def lora_targets(task: Any, backbone: nn.Module, options: LoraOptions) -> list[str]:
     """The module names a run adapts: ``target_modules``, else the default for the task and model."""
-    return options.target_modules or default_targets(backbone, all_linear=getattr(task, "lora_all_linear", False))
+    return options.target_modules or default_targets(backbone, all_linear=task.spec.lora_all_linear)
 
 
 def wrap_with_lora(model: Any, task: Any, options: LoraOptions) -> Any:
@@ -242,6 +242,7 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, *, overwrite: bool = 
 @STRATEGIES.register("lora")
 class LoraStrategy:
     name = "lora"
+    default_learning_rate = ADAPTER_LR  # train.learning_rate when the config leaves it empty
     options = LoraOptions
 
     @staticmethod

@@ -13,7 +13,7 @@ from typing import Any
 
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
-from tunewise.strategies.base import STRATEGIES, backbone_of, head_modules_of
+from tunewise.strategies.base import DEFAULT_LR, STRATEGIES, backbone_of, head_modules_of
 from tunewise.strategies.layers import layer_map, n_frozen_layers
 from tunewise.strategies.schedule import ScheduleOptions, param_groups, prepare_head, schedule_callbacks
 
@@ -38,6 +38,7 @@ class PartialOptions(ScheduleOptions):
 @STRATEGIES.register("partial")
 class PartialStrategy:
     name = "partial"
+    default_learning_rate = DEFAULT_LR  # train.learning_rate when the config leaves it empty
     options = PartialOptions
 
     @staticmethod

@@ -24,7 +24,7 @@ from typing import Any
 
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
-from tunewise.strategies.base import STRATEGIES, backbone_of
+from tunewise.strategies.base import ADAPTER_LR, STRATEGIES, backbone_of
 from tunewise.strategies.lora import LoraOptions, save_lora, set_backbone, wrap_with_lora
 from tunewise.strategies.schedule import param_groups, schedule_callbacks
 
@@ -133,6 +133,7 @@ def quantize_backbone(model: Any, task: Any, options: QLoraOptions) -> Any:
 @STRATEGIES.register("qlora")
 class QLoraStrategy:
     name = "qlora"
+    default_learning_rate = ADAPTER_LR  # train.learning_rate when the config leaves it empty
     options = QLoraOptions
     check = staticmethod(check_qlora)
 

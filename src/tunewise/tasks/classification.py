@@ -4,7 +4,7 @@ The model is ``AutoModelForSequenceClassification`` (BERT-style encoders get the
 and a linear head), trained with the transformers :class:`Trainer` and saved so that
 ``AutoModelForSequenceClassification.from_pretrained(path)`` and ``pipeline("text-classification")``
 open it. "Before" is the frozen backbone with a fitted linear head (see
-:mod:`tunewise.tasks.classifying`); "after" is the fine-tuned model, scored the same way.
+:mod:`tunewise.tasks.classifier_shared`); "after" is the fine-tuned model, scored the same way.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from tunewise.data.labeled import LabeledData, LabeledTaskData, read_text_labele
 from tunewise.errors import TunewiseError
 from tunewise.models.loading import load_errors, resolve_model
 from tunewise.outputs import write_json
-from tunewise.tasks.base import TASKS, TrainStats
-from tunewise.tasks.classifying import (
+from tunewise.tasks.base import TASKS, MemoryProfile, TaskSpec, TrainStats
+from tunewise.tasks.classifier_shared import (
+    CLASSIFIER_HEAD,
+    CLASSIFIER_METRICS,
     ClassificationResult,
     compute_metrics_fn,
     details_file,
@@ -64,9 +66,11 @@ def load_text_classifier(name: str | None, classes: list[str], device: str):
 class ClassificationTask(LabeledTaskData):
     """Fine-tune a text encoder with a classification head: text -> one of N labels."""
 
-    name = "classification"
-    primary_metric = "accuracy"
-    unit = "items"
+    spec = TaskSpec(
+        name="classification", summary="text classification: text -> one of N labels (transformers)",
+        unit="items", primary="accuracy", metrics=CLASSIFIER_METRICS, head=CLASSIFIER_HEAD,
+        memory=MemoryProfile(step="classification", sequence="model", arch_from="path"),
+    )
 
     def __init__(self) -> None:
         self._classes: list[str] | None = None

@@ -33,8 +33,8 @@ from tunewise.errors import TunewiseError
 from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
 from tunewise.evaluate.retrieval import EvalResult, metric_names
 from tunewise.evaluate.search import top_k
-from tunewise.tasks.base import TASKS, TrainStats
-from tunewise.tasks.classifying import run_trainer
+from tunewise.tasks.base import TASKS, HeadSupport, MemoryProfile, TaskSpec, TrainStats
+from tunewise.tasks.classifier_shared import run_trainer
 from tunewise.tasks.image_classification import display_name
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -66,9 +66,14 @@ class CaptionPairs(torch.utils.data.Dataset):
 class ClipTask:
     """Fine-tune a CLIP model so that captions retrieve their images."""
 
-    name = "clip"
-    primary_metric = "mrr@20"
-    unit = "pairs"
+    spec = TaskSpec(
+        name="clip", summary="text-to-image search: captions retrieve their images (CLIP)",
+        unit="pairs", primary="mrr@20",
+        head=HeadSupport("clip-towers", refused_options=("dim", "activation"),
+                         why="CLIP's heads are its two projections into the shared space"),
+        # each tower encodes one input per example: an image and its caption
+        memory=MemoryProfile(step="embedding", texts_per_example=1, sequence="model", arch_from="model"),
+    )
 
     def __init__(self) -> None:
         self._processor: Any = None

@@ -19,7 +19,7 @@ from tunewise.data.retrieval import RetrievalData, prepare_retrieval_data
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.retrieval import EvalResult, evaluate_retrieval, make_trainer_evaluator, metric_names
 from tunewise.models.loading import load_sentence_transformer
-from tunewise.tasks.base import TASKS, TrainStats
+from tunewise.tasks.base import TASKS, HeadSupport, MemoryProfile, TaskSpec, TrainStats
 from tunewise.tasks.embedding_losses import LOSSES, rows_for_loss
 from tunewise.tasks.progress import quiet_progress
 from tunewise.tasks.training import common_training_kwargs
@@ -50,9 +50,12 @@ def training_arguments(config: RunConfig, workdir: Path, device: str, *, in_batc
 class EmbeddingTask:
     """Fine-tune a text encoder so that queries retrieve their answers."""
 
-    name = "embedding"
-    primary_metric = "mrr@20"
-    unit = "pairs"
+    spec = TaskSpec(
+        name="embedding", summary="text search: queries retrieve their answers (sentence-transformers)",
+        unit="pairs", primary="mrr@20",
+        head=HeadSupport("pooled-text", losses=("mnrl", "cached_mnrl")),
+        memory=MemoryProfile(step="embedding", sequence="texts", arch_from="path"),
+    )
 
     def prepare_data(self, config: RunConfig) -> RetrievalData:
         LOSSES.get(config.train.loss)  # an unknown loss fails before reading data

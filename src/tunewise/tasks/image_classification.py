@@ -2,7 +2,7 @@
 
 Backbones come from :mod:`tunewise.models.vision` (Hugging Face, timm or the packaged
 EfficientNet-Lite0). Metrics, the frozen-feature "before" and training are shared with text
-classification (:mod:`tunewise.tasks.classifying`); training is the transformers Trainer on
+classification (:mod:`tunewise.tasks.classifier_shared`); training is the transformers Trainer on
 augmented images (random crop, flip, colour jitter: the ``image`` config section).
 """
 
@@ -21,8 +21,10 @@ from tunewise.data.labeled import LabeledData, LabeledTaskData, split_labeled
 from tunewise.errors import TunewiseError
 from tunewise.models.vision import LogitsClassifier, VisionMeta, frozen_batchnorm, load_classifier, save_network
 from tunewise.outputs import write_json
-from tunewise.tasks.base import TASKS, TrainStats
-from tunewise.tasks.classifying import (
+from tunewise.tasks.base import TASKS, MemoryProfile, TaskSpec, TrainStats
+from tunewise.tasks.classifier_shared import (
+    CLASSIFIER_HEAD,
+    CLASSIFIER_METRICS,
     ClassificationResult,
     compute_metrics_fn,
     details_file,
@@ -76,9 +78,11 @@ class CachedImageFeatures:
 class ImageClassificationTask(CachedImageFeatures, LabeledTaskData):
     """Fine-tune a vision backbone with a classification head: image -> one of N labels."""
 
-    name = "image-classification"
-    primary_metric = "accuracy"
-    unit = "images"
+    spec = TaskSpec(
+        name="image-classification", summary="image classification: image -> one of N labels (transformers or timm backbones)",
+        unit="images", primary="accuracy", metrics=CLASSIFIER_METRICS, head=CLASSIFIER_HEAD,
+        memory=MemoryProfile(step="image", sequence="image", arch_from="model"),
+    )
 
     def __init__(self) -> None:
         self._classes: list[str] | None = None

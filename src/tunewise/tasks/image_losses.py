@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunewise.config import ImageConfig
+from tunewise.data.image_config import ImageConfig
 from tunewise.errors import TunewiseError, did_you_mean
 
 IMAGE_LOSSES = ("mnrl", "triplet", "arcface")

@@ -31,8 +31,8 @@ from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
 from tunewise.evaluate.retrieval import EvalResult, metric_names
 from tunewise.evaluate.search import top_k
 from tunewise.models.vision import VisionMeta, frozen_batchnorm, load_features, save_network
-from tunewise.tasks.base import TASKS, TrainStats
-from tunewise.tasks.classifying import merged_for_saving, run_trainer
+from tunewise.tasks.base import TASKS, HeadSupport, MemoryProfile, TaskSpec, TrainStats
+from tunewise.tasks.classifier_shared import merged_for_saving, run_trainer
 from tunewise.tasks.image_classification import CachedImageFeatures, display_name, prepare_labeled_images, preprocess
 from tunewise.tasks.image_losses import build_loss
 
@@ -99,9 +99,12 @@ def collate_pairs(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 class ImageSearchTask(CachedImageFeatures, LabeledTaskData):
     """Fine-tune a vision backbone so that images retrieve images of their class."""
 
-    name = "image-search"
-    primary_metric = "mrr@20"
-    unit = "images"
+    spec = TaskSpec(
+        name="image-search", summary="image search: images retrieve images of their class",
+        unit="images", primary="mrr@20",
+        head=HeadSupport("pooled-image", refused_options=("activation",), why="image search trains a linear projection"),
+        memory=MemoryProfile(step="image", sequence="image", arch_from="model"),
+    )
 
     def __init__(self) -> None:
         self._meta: VisionMeta | None = None
@@ -239,7 +242,7 @@ class ImageSearchTask(CachedImageFeatures, LabeledTaskData):
     def card_info(self, data: LabeledData[Path]) -> dict[str, str]:
         usage = (
             "import tunewise\n"
-            "from tunewise.tasks.image_embedding import ImageSearchTask\n"
+            "from tunewise.tasks.image_search import ImageSearchTask\n"
             "cfg = tunewise.load_config(None, [\"task=image-search\", \"model=path/to/this/folder\"])\n"
             "task = ImageSearchTask(); model = task.load_model(cfg, \"cpu\")\n"
             "emb = task.embed(model, [pathlib.Path(\"a.jpg\"), pathlib.Path(\"b.jpg\")], batch_size=32)  # (2, d), unit norm\n"

@@ -25,11 +25,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunewise.config import RunConfig
+from tunewise.config import RunConfig, register_section
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.classification import classification_metrics, confusion_matrix, per_class
-from tunewise.tasks.base import TrainStats
+from tunewise.evaluate.classification import CLASSIFICATION_METRICS, classification_metrics, confusion_matrix, per_class
+from tunewise.tasks.base import HeadSupport, Metric, TrainStats
 from tunewise.tasks.training import common_training_kwargs
+
+
+@dataclass
+class ClassifyConfig:
+    """Classification: the frozen-feature baseline ("before") and how fine-tuning starts."""
+
+    baseline_c: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the logistic-regression head fitted on frozen features (the 'before' model)."})
+    init_head: bool = field(default=True, metadata={"help": "Start fine-tuning from that fitted head (linear probe, then fine-tune) instead of a random one."})
+
+    def __post_init__(self) -> None:
+        if self.baseline_c <= 0:
+            raise TunewiseError(f"classify.baseline_c: must be positive, got {self.baseline_c}")
+
+
+register_section("classify", ClassifyConfig)
+
+# What the text and image classifiers declare in their TaskSpec.
+CLASSIFIER_METRICS = tuple(Metric(name) for name in CLASSIFICATION_METRICS)
+CLASSIFIER_HEAD = HeadSupport("classifier-inputs", refused_options=("dim", "activation"),
+                              why="a classifier's head is its final linear layer (one output per class)")
 
 
 @dataclass
