@@ -207,8 +207,8 @@ class RunConfig:
             self.strategy = {"name": spec.default_strategy}
         if isinstance(self.strategy, str):
             self.strategy = {"name": self.strategy}
-        if "name" not in self.strategy:
-            raise TunewiseError("strategy.name: missing; e.g. 'strategy: full' or '{name: lora, rank: 8}'")
+        if "name" not in self.strategy:  # options without a name: the task's default strategy
+            self.strategy = {"name": spec.default_strategy, **self.strategy}
         self.strategy["name"] = STRATEGIES.canonical(str(self.strategy["name"]))
         spec.check_strategy(self.strategy_name)
         self.eval.primary = spec.resolve_primary(self.eval.primary, self.eval.primary == EvalConfig.primary_default, self)

@@ -9,7 +9,6 @@ readers as a user's file, so the demo exercises exactly the ``tunewise fit`` pat
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from tunewise.config import RunConfig, load_config
@@ -20,10 +19,9 @@ DEMO_TRAIN_PAIRS = 400
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("TUNEWISE_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "tunewise")
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from tunewise.files import cache_root
+
+    return cache_root()
 
 
 def faq_pairs_file(lang: str = "sv") -> Path:

@@ -88,6 +88,25 @@ def _no_weight_bars():
     return hidden_bars("transformers")
 
 
+def check_config(cfg: RunConfig) -> tuple[Any, Any, Any]:
+    """Validate a loaded config exactly as ``fit`` does before any work: the task's own options,
+    the strategy's options and its requirements (qlora: bitsandbytes).
+
+    Returns:
+        (task, strategy, strategy options).
+
+    Raises:
+        TunewiseError: the first problem, in one line naming the option.
+    """
+    from tunewise.tasks.base import ChecksConfig
+
+    task = TASKS.get(cfg.task)()
+    if isinstance(task, ChecksConfig):
+        task.check_config(cfg)
+    strategy, options = resolve_strategy(cfg)
+    return task, strategy, options
+
+
 def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[str] | None = None,
         console: Console | None = None, callbacks: list | None = None) -> RunResult:
     """Fine-tune a model as the config says and publish it with before/after metrics.
@@ -107,8 +126,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     cfg = as_config(config, overrides)
     console = console or Console(stderr=True)
     _quiet_libraries()
-    task = TASKS.get(cfg.task)()
-    strategy, options = resolve_strategy(cfg)
+    task, strategy, options = check_config(cfg)
     out = check_output_dir(cfg.output_dir, cfg.overwrite)
     device = pick_device(cfg.train.device)
     primary = cfg.eval.primary

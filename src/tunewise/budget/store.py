@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tunewise.files import write_text
 from tunewise.budget.roi import BudgetPoint
 from tunewise.errors import TunewiseError
 
@@ -166,13 +167,8 @@ class ResultStore:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": json.loads(canonical_json(dict(config))) if config is not None else None,
         }
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(header, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
         # A reader never sees a store without its header: it appears whole or not at all.
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(header, sort_keys=True) + "\n", sync=True)
         _fsync_dir(self.path.parent)
 
     def append(self, point: BudgetPoint) -> None:

@@ -154,13 +154,17 @@ def show_config(
     overrides: Optional[list[str]] = SetOpt,
     reference: bool = typer.Option(False, "--reference", help="Print every key with its default and meaning (Markdown)."),
 ) -> None:
-    """Validate a config and print it with every default filled in."""
+    """Validate a config as `fit` would (task, strategy and its options, metrics) and print it with every default filled in."""
     from tunewise.config import config_reference, dump_config, load_config
 
     if reference:
         print(config_reference())
         return
-    print(dump_config(load_config(config, overrides)), end="")
+    cfg = load_config(config, overrides)
+    from tunewise.run import check_config
+
+    check_config(cfg)
+    print(dump_config(cfg), end="")
 
 
 # Commands that live in their own modules register here (one line each).

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -26,8 +25,10 @@ _DONE_MARKER = "tunewise-converted.json"
 
 
 def cache_root() -> Path:
-    """``$TUNEWISE_CACHE`` or ``~/.cache/tunewise``."""
-    return Path(os.environ.get("TUNEWISE_CACHE", Path.home() / ".cache" / "tunewise")).expanduser()
+    """tunewise's cache folder (:func:`tunewise.files.cache_root`)."""
+    from tunewise.files import cache_root as root
+
+    return root()
 
 
 def packaged_gguf_path() -> Path:

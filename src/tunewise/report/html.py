@@ -183,18 +183,9 @@ def render_html(
 
 def write_html(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` atomically: temporary file in the same folder, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from tunewise.files import write_text
+
+    return write_text(path, text, sync=True)
 
 
 def write_report(

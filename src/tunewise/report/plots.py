@@ -33,12 +33,9 @@ def _figure() -> tuple[Any, Any]:
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    from tunewise.files import atomic_write
+
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _mark_knee(ax: Any, x: float, label: str) -> None:

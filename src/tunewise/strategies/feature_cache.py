@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +27,9 @@ FORMAT = "2"
 
 
 def cache_root() -> Path:
-    from tunewise.demo import cache_dir
+    from tunewise.files import cache_root as root
 
-    return cache_dir() / "features"
+    return root() / "features"
 
 
 def _digest(parts: Iterable[bytes]) -> str:
@@ -168,15 +166,9 @@ def save(key: str, texts: list[str], features: torch.Tensor) -> Path:
     sha = _tensor_sha(torch.cat([hashes.flatten(), features.view(torch.uint8).flatten()]))
     meta = {"fingerprint": key, "format": FORMAT, "rows": str(features.shape[0]), "sha256": sha}
     path = folder / f"shard-{sha[:24]}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".shard.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"hashes": hashes, "features": features}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-    return path
+    from tunewise.files import atomic_write
+
+    return atomic_write(path, lambda tmp: save_file({"hashes": hashes, "features": features}, str(tmp), metadata=meta))
 
 
 def cached_features(key: str, texts: list[str], compute: Callable[[list[str]], torch.Tensor], *,

@@ -31,6 +31,7 @@ Optional capabilities are small :class:`typing.Protocol` classes below; callers 
 | :class:`CanAddHead` | ``add_head(model, dim, activation)`` | ``strategy.head_dim`` is refused | strategies |
 | :class:`HasModelSource` | ``model_source(config)`` | ``resolve_model(config.model)`` | qlora (re-loads in 4 bit) |
 | :class:`CachesFeatures` | ``feature_keys``, ``feature_batches``, ``preprocessing`` | ``head`` computes features without the per-input cache | head strategy |
+| :class:`ChecksConfig` | ``check_config(config)`` | nothing task-specific to check | ``run.check_config`` (fit, ``tunewise config``) before any data is read |
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ class TaskSpec:
             try:
                 metric, k = parse_metric_name(requested)
             except TunewiseError as err:
-                raise TunewiseError(f"eval.primary: '{requested}' is not a metric of task '{self.name}' ({err})") from None
+                reason = str(err).removeprefix("eval.primary: ")
+                raise TunewiseError(f"eval.primary: '{requested}' is not a metric of task '{self.name}' ({reason})") from None
             return f"{metric}@{k}"
         if default_requested:
             for metric in self.metrics:
@@ -271,6 +273,13 @@ class CachesFeatures(Protocol):
     def feature_batches(self, inputs: list, batch_size: int) -> Iterable[dict]: ...
 
     def preprocessing(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ChecksConfig(Protocol):
+    """Task options (losses, metric cut-offs) checked before any data is read or any model loads."""
+
+    def check_config(self, config: Any) -> None: ...
 
 
 TASKS: Registry[type] = Registry("task", "task")

@@ -57,9 +57,12 @@ class EmbeddingTask:
         memory=MemoryProfile(step="embedding", sequence="texts", arch_from="path"),
     )
 
-    def prepare_data(self, config: RunConfig) -> RetrievalData:
-        LOSSES.get(config.train.loss)  # an unknown loss fails before reading data
+    def check_config(self, config: RunConfig) -> None:
+        LOSSES.get(config.train.loss)
         metric_names(config.eval)
+
+    def prepare_data(self, config: RunConfig) -> RetrievalData:
+        self.check_config(config)  # an unknown loss fails before reading data
         early = config.train.early_stopping_patience is not None
         return prepare_retrieval_data(config.data, config.seed, need_validation=early)
 

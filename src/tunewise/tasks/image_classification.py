@@ -172,7 +172,7 @@ class ImageClassificationTask(CachedImageFeatures, LabeledTaskData):
             self.set_backbone(model, merged)
         assert self._meta is not None and self._pre is not None
         meta = dataclasses.replace(self._meta, mean=self._pre.mean, std=self._pre.std,
-                                   extra={**self._meta.extra, "task": self.name, "image_size": self._pre.size})
+                                   extra={**self._meta.extra, "task": self.spec.name, "image_size": self._pre.size})
         save_network(model, meta, Path(path), self._pre.size)
         write_json(Path(path) / "classification_report.json", details_file(self._before, self._after))
 

@@ -111,9 +111,12 @@ class ImageSearchTask(CachedImageFeatures, LabeledTaskData):
         self._pre: Preprocess | None = None
         self._classes: list[str] = []
 
-    def prepare_data(self, config: RunConfig) -> LabeledData[Path]:
-        build_loss(config.train.loss, config.image, 1, 2)  # an unknown loss fails before reading data
+    def check_config(self, config: RunConfig) -> None:
+        build_loss(config.train.loss, config.image, 1, 2)
         metric_names(config.eval)
+
+    def prepare_data(self, config: RunConfig) -> LabeledData[Path]:
+        self.check_config(config)  # an unknown loss fails before reading data
         data = prepare_labeled_images(config, min_held=2)  # every held-out image needs a same-class match
         self._classes = data.classes
         data.report["eval_queries"] = sum(1 for label in data.eval_labels if data.eval_labels.count(label) > 1)
@@ -231,7 +234,7 @@ class ImageSearchTask(CachedImageFeatures, LabeledTaskData):
         merged = merged_for_saving(self.backbone(model))
         if merged is not None:
             self.set_backbone(model, merged)
-        extra = {**self._meta.extra, "task": self.name, "image_size": self._pre.size, "normalize": True,
+        extra = {**self._meta.extra, "task": self.spec.name, "image_size": self._pre.size, "normalize": True,
                  "projection_dim": model.projection.out_features if model.projection is not None else None}
         meta = dataclasses.replace(self._meta, mean=self._pre.mean, std=self._pre.std, extra=extra)
         save_network(model.features, meta, Path(path), self._pre.size)

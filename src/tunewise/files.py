@@ -1,0 +1,84 @@
+"""Files: the one atomic write every output goes through, and where tunewise caches things.
+
+Every file tunewise writes (metrics, configs, model cards, reports, plots, cache shards, the
+budget planner's result store) is written to a temporary file in the same folder and renamed
+into place, so a crash or a kill never leaves a half-written file that looks finished. The
+temporary file is created private (``mkstemp``); the renamed result gets the permissions the
+user's umask gives any new file, like the model files the libraries write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def cache_root() -> Path:
+    """``$TUNEWISE_CACHE``, else ``$XDG_CACHE_HOME/tunewise``, else ``~/.cache/tunewise`` (created)."""
+    root = os.environ.get("TUNEWISE_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "tunewise")
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], *, sync: bool = False) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    Args:
+        path: the destination; its folder is created.
+        write: writes the whole content to the path it is given.
+        sync: fsync before the rename (files other processes read while they are replaced).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if sync:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return path
+
+
+def write_text(path: str | os.PathLike[str], text: str, *, sync: bool = False) -> Path:
+    """Write UTF-8 text atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), sync=sync)
+
+
+def finite_json(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None: strict JSON has no NaN."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_json(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(value) for value in data]
+    return data
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write strict JSON atomically (non-finite numbers become null; other objects their str)."""
+    text = json.dumps(finite_json(data), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n"
+    return write_text(path, text)
