@@ -1,33 +1,15 @@
-"""Typed run configuration: dataclasses, YAML load/dump and dotted command-line overrides.
+"""The config objects: one dataclass per core section, validated in ``__post_init__``.
 
-A run is described by one YAML file::
-
-    task: embedding
-    model: path/or/hub-id        # empty: the packaged all-MiniLM-L6-v2
-    output_dir: runs/faq
-    data:
-      train: faq.csv
-      columns: {query: question, positive: answer}
-    train: {epochs: 3, batch_size: 16}
-    strategy: full
-
-Unknown keys are errors that suggest the closest valid key; values are checked against
-the field types. Command-line overrides use dotted paths (``train.epochs=2``) and are
-parsed with ``yaml.safe_load`` so ``1e-5``, ``true`` and ``[1, 5]`` mean what they say.
+Task sections (``llm``, ``image``, ``classify``...) are dataclasses of the modules that use
+them, declared with :func:`register_section`; :class:`RunConfig` asks the task registry for
+the task's defaults (strategy, primary metric) and the strategy registry for the learning rate.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from tunewise.errors import TunewiseError, did_you_mean
 
@@ -168,7 +150,7 @@ def register_section(name: str, cls: type) -> type:
     return cls
 
 
-def _load_extensions() -> None:
+def load_extensions() -> None:
     # Tasks and strategies register their sections and names on import.
     import tunewise.strategies  # noqa: F401
     import tunewise.tasks  # noqa: F401
@@ -194,7 +176,7 @@ class RunConfig:
     sections: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"sections": True})
 
     def __post_init__(self) -> None:
-        _load_extensions()
+        load_extensions()
         from tunewise.strategies.base import STRATEGIES
         from tunewise.tasks.base import TASKS
 
@@ -243,215 +225,3 @@ class RunConfig:
         data.update(self.sections)
         return {key: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else
                 (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
-
-
-# --------------------------------------------------------------------------------------
-# dict -> dataclass with type checks
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except TunewiseError as err:
-                errors.append(err)
-        raise errors[0]
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise TunewiseError(f"{where}: expected a mapping of options, got {type(value).__name__} {value!r}")
-        return from_dict(tp, value, prefix=where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise TunewiseError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TunewiseError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        _, val_tp = typing.get_args(tp)
-        return {str(k): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if number is not None:
-            if not math.isfinite(number):
-                raise TunewiseError(f"{where}: must be a finite number, got {value!r}")
-            return number
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise TunewiseError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-
-
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    names = [f.name for f in fields if not f.metadata.get("sections")]
-    holder = next((f.name for f in fields if f.metadata.get("sections")), None)
-    if holder is not None:  # RunConfig: task sections are top-level keys too
-        _load_extensions()
-        names += list(SECTIONS)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        where = f"{prefix}.{key}" if prefix else str(key)
-        if holder is not None and key in SECTIONS:
-            kwargs.setdefault(holder, {})[key] = _coerce(value, SECTIONS[key], where)
-            continue
-        if key not in names:
-            raise TunewiseError(
-                f"unknown config key '{where}'{did_you_mean(key, names)}; valid keys here: {', '.join(names)}"
-            )
-        kwargs[key] = _coerce(value, hints[key], where)
-    return cls(**kwargs)
-
-
-# --------------------------------------------------------------------------------------
-# YAML and overrides
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise TunewiseError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise TunewiseError(f"{path}: not UTF-8 text; re-save the config as UTF-8") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise TunewiseError(f"{path}:{line} is not valid YAML ({getattr(err, 'problem', err)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise TunewiseError(f"{path}: the config must be a mapping of keys (task, model, data, train...), got {type(data).__name__}")
-    return data
-
-
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.key=value`` override in place (value parsed as YAML)."""
-    if "=" not in assignment:
-        raise TunewiseError(f"--set: expected key=value (e.g. train.epochs=2), got '{assignment}'")
-    key, raw = assignment.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise TunewiseError(f"--set: empty key in '{assignment}'")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if isinstance(child, str) and part == "strategy":
-            child = {"name": child}
-        if child is None:
-            child = {}
-        if not isinstance(child, dict):
-            raise TunewiseError(f"--set {key}: '{part}' is not a section")
-        node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-def load_config(
-    path: str | Path | None = None,
-    overrides: list[str] | None = None,
-    values: dict[str, Any] | None = None,
-) -> RunConfig:
-    """Load a run config: YAML file, then ``values`` (dotted keys), then ``--set`` overrides.
-
-    Args:
-        path: a YAML file, or None for the defaults.
-        overrides: ``["train.epochs=2", ...]`` as typed on the command line.
-        values: dotted keys set by named CLI flags (None values are ignored).
-
-    Returns:
-        The validated :class:`RunConfig`.
-
-    Raises:
-        TunewiseError: unknown keys (with a suggestion), wrong types, invalid values.
-    """
-    data = read_yaml(path) if path is not None else {}
-    for key, value in (values or {}).items():
-        if value is not None:
-            apply_override(data, f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"
-                           if not isinstance(value, str) else f"{key}={_quote(value)}")
-    for assignment in overrides or []:
-        apply_override(data, assignment)
-    return from_dict(RunConfig, data)
-
-
-def _quote(value: str) -> str:
-    # A path such as "1e-5" or "yes" must stay a string when re-parsed.
-    return yaml.safe_dump(value, default_style='"').strip()
-
-
-def dump_config(config: RunConfig) -> str:
-    """The resolved config as YAML, suitable for ``tunewise fit``."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
-
-
-def config_reference() -> str:
-    """A Markdown reference of every config key, its default and its help text."""
-    lines = ["| key | default | meaning |", "|---|---|---|"]
-
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("sections"):
-                for name, section in SECTIONS.items():
-                    walk(section, f"{prefix}{name}.")
-                continue
-            tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):
-                walk(tp, f"{prefix}{f.name}.")
-                continue
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                default = f.default_factory()  # type: ignore[misc]
-            else:
-                default = ""
-            shown = "" if default is None else json.dumps(default, default=str, ensure_ascii=False)
-            lines.append(f"| `{prefix}{f.name}` | `{shown}` | {f.metadata.get('help', '').replace('{tasks}', tasks)} |")
-
-    _load_extensions()
-    from tunewise.tasks.base import TASKS
-
-    tasks = ", ".join(f"{name} ({TASKS.get(name).spec.summary})" for name in TASKS)
-    walk(RunConfig, "")
-    return "\n".join(lines)
