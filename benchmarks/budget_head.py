@@ -1,7 +1,7 @@
 """Cost of a whole ``head`` data sweep against one backbone pass over the data (issue 4, item 7).
 
 With the ``head`` strategy the backbone is frozen and its outputs are cached per text
-(:mod:`tunewise.strategies.feature_cache`), so a data sweep over nested subsets, every seed,
+(:mod:`tunewise.models.feature_cache`), so a data sweep over nested subsets, every seed,
 every epoch and every evaluation of the corpus should run the backbone about once per
 distinct text. In one process, on the demo data (packaged MiniLM, Swedish FAQ), cold cache:
 
@@ -37,13 +37,13 @@ def main() -> None:
     from rich.console import Console
 
     import tunewise
-    from tunewise.demo import demo_config
-    from tunewise.run import _quiet_libraries
+    from tunewise.demos import demo_config
+    from tunewise.run import quiet_libraries
     from tunewise.strategies import resolve_strategy
-    from tunewise.strategies.head import encode_body
+    from tunewise.strategies.head.pooled_text import encode_body
     from tunewise.tasks import TASKS
 
-    _quiet_libraries()
+    quiet_libraries()
     out = tempfile.mkdtemp()
     cfg = demo_config(out + "/unused", overrides=["strategy=head"])
     task = TASKS.get("embedding")()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 def one_run(task, data, cfg, device: str, curve: bool) -> dict:
     from tunewise.budget.timecurve import TimeCurveCallback
-    from tunewise.run import _train_with_strategy
+    from tunewise.run import train_with_strategy
     from tunewise.strategies import resolve_strategy
 
     strategy, options = resolve_strategy(cfg)
@@ -39,8 +39,8 @@ def one_run(task, data, cfg, device: str, curve: bool) -> dict:
     callbacks = [TimeCurveCallback(task, model, data, cfg)] if curve else None
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        stats, _ = _train_with_strategy(strategy, options, task, model, data, cfg, workdir=Path(workdir),
-                                        callbacks=callbacks)
+        stats, _ = train_with_strategy(strategy, options, task, model, data, cfg, workdir=Path(workdir),
+                                       callbacks=callbacks)
     if curve:
         evals = [p.eval_seconds for p in callbacks[0].points]
         metric = callbacks[0].points[-1].metric
@@ -62,12 +62,12 @@ def main() -> None:
 
     import torch
 
-    from tunewise.demo import demo_config
+    from tunewise.demos import demo_config
     from tunewise.models.loading import pick_device
-    from tunewise.run import _quiet_libraries
+    from tunewise.run import quiet_libraries
     from tunewise.tasks import TASKS
 
-    _quiet_libraries()
+    quiet_libraries()
     cfg = demo_config(tempfile.mkdtemp(), overrides=[f"train.epochs={args.epochs}", f"strategy.name={args.strategy}"])
     task = TASKS.get(cfg.task)()
     data = task.prepare_data(cfg)

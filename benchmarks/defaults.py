@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tunewise.demo import demo_config
+from tunewise.demos import demo_config
 from tunewise.evaluate.retrieval import evaluate_retrieval, make_trainer_evaluator
 from tunewise.models.loading import load_sentence_transformer
 from tunewise.tasks.embedding import EmbeddingTask

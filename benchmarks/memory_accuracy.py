@@ -158,8 +158,8 @@ and are estimated that way (`fused_lm_head=False`, `lora_dropout=0`).
 """
 
 
-def _task(model: str) -> str:
-    return "causal_lm" if model == "smollm2" else "embedding"
+def _step(model: str) -> str:
+    return "lm" if model == "smollm2" else "contrastive"
 
 
 def _label(row: dict) -> str:
@@ -267,9 +267,9 @@ def _run_causal_lm(row: dict, peak_cls, device: str) -> dict:
         AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(source)
     if qlora_as_tunewise:
         # exactly what tunewise's qlora strategy loads: NF4 base (compute dtype "auto"), prepared by peft
-        from tunewise.strategies.qlora import QLoraOptions, load_4bit
+        from tunewise.strategies.qlora import QuantOptions, load_4bit
 
-        model = load_4bit(AutoModelForCausalLM, source, device, QLoraOptions())
+        model = load_4bit(AutoModelForCausalLM, source, device, QuantOptions())
         dtype_kw["compute_dtype"] = str(model.model.layers[0].self_attn.q_proj.compute_dtype)
     elif row["strategy"] == "qlora":  # CUDA rows measured before `prepared` existed: bf16 base, no peft preparation
         from transformers import BitsAndBytesConfig
@@ -393,7 +393,7 @@ def _estimate(row: dict, device: str, overhead: int | None):
     from tunewise.memory import estimate
 
     return estimate(
-        _arch(row["model"]), task=_task(row["model"]), strategy=row["strategy"], precision=row.get("precision", "fp32"),
+        _arch(row["model"]), step=_step(row["model"]), strategy=row["strategy"], precision=row.get("precision", "fp32"),
         batch_size=row["batch_size"], seq_len=row["seq_len"], gradient_checkpointing=row.get("gradient_checkpointing", False),
         device=device, overhead_bytes=overhead, lora_targets=("q", "v"), lora_dropout=0.0,  # the rows' peft LoraConfig
         fused_lm_head=False,  # the rows train with the model's own loss, not TRL's

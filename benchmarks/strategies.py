@@ -24,7 +24,7 @@ from pathlib import Path
 
 def head_cache_benchmark(epochs: int) -> dict:
     os.environ["TUNEWISE_CACHE"] = tempfile.mkdtemp(prefix="tunewise-bench-")  # a cold cache
-    from tunewise.demo import demo_config
+    from tunewise.demos import demo_config
     from tunewise.strategies import resolve_strategy
     from tunewise.tasks import TASKS
 
@@ -57,7 +57,7 @@ def lora_vs_full(compare_dir: str | None, epochs: int) -> list[dict]:
             time.sleep(30)
         return load_rows(compare_dir)
     from tunewise.compare import compare
-    from tunewise.demo import demo_config
+    from tunewise.demos import demo_config
 
     target = compare_dir or tempfile.mkdtemp()
     cfg = demo_config(target, overrides=[f"train.epochs={epochs}"])

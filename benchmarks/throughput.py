@@ -29,7 +29,7 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerTraine
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from sentence_transformers.base.sampler import BatchSamplers
 from tunewise.memory.measure import PeakMemory
-from tunewise.demo import demo_config
+from tunewise.demos import demo_config
 from tunewise.tasks.embedding import EmbeddingTask
 from tunewise.models.defaults import packaged_minilm_path
 
@@ -52,7 +52,7 @@ print("RESULT " + json.dumps({"seconds": seconds, "pairs_per_s": len(rows) * epo
 TUNEWISE = r'''
 import json, sys, tempfile
 import tunewise
-from tunewise.demo import demo_config
+from tunewise.demos import demo_config
 epochs, batch = float(sys.argv[1]), int(sys.argv[2])
 cfg = demo_config(tempfile.mkdtemp() + "/run", overrides=[f"train.epochs={epochs}", f"train.batch_size={batch}", "eval.examples=0"])
 from rich.console import Console
@@ -72,7 +72,7 @@ def measure(code: str, epochs: float, batch: int) -> dict:
 
 
 def eval_pass_seconds() -> float:
-    from tunewise.demo import demo_config
+    from tunewise.demos import demo_config
     from tunewise.evaluate.retrieval import evaluate_retrieval
     from tunewise.models.loading import load_sentence_transformer
     from tunewise.tasks.embedding import EmbeddingTask

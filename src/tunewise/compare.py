@@ -2,13 +2,15 @@
 
 Every strategy is validated before the first run starts, so a typo in the fourth one does
 not cost three trainings. Each run is a normal tunewise run folder under ``output_dir/<label>``;
-the table goes to ``compare.json`` and ``compare.md`` beside them.
+the table goes to ``compare.json`` and ``compare.md`` beside them. A comparison that fails
+leaves no new folder behind, so the corrected command runs without ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -121,17 +123,25 @@ def compare(config: RunConfig, strategies: list[str | dict[str, Any]], output_di
     console = console or Console(stderr=True)
     planned = plan(config, strategies)
     out = check_output_dir(output_dir, config.overwrite)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for label, cfg in planned:
-        cfg.output_dir = str(out / label)
-        cfg.overwrite = True
-        console.rule(f"{label}")
-        result = fit(cfg, console=console)
-        rows.append(row_of(label, result.metrics))
-    table = markdown_table(rows)
-    write_json(out / "compare.json", {"rows": rows, "config": config.to_dict()})
-    write_text(out / "compare.md", f"# tunewise compare\n\n{table}\nPeak memory: {rows[0]['memory_method']}.\n")
+    try:
+        rows = []
+        for label, cfg in planned:
+            cfg.output_dir = str(out / label)
+            cfg.overwrite = True
+            console.rule(f"{label}")
+            result = fit(cfg, console=console)
+            rows.append(row_of(label, result.metrics))
+        table = markdown_table(rows)
+        write_json(out / "compare.json", {"rows": rows, "config": config.to_dict()})
+        write_text(out / "compare.md", f"# tunewise compare\n\n{table}\nPeak memory: {rows[0]['memory_method']}.\n")
+    except BaseException:
+        # A folder this call made would block the corrected rerun ("already exists"): remove it,
+        # finished runs included (the comparison is only meaningful whole).
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return {"rows": rows, "markdown": table, "output_dir": str(out)}
 
 

@@ -29,8 +29,13 @@ def check_output_dir(path: str | Path, overwrite: bool) -> Path:
         raise TunewiseError(f"output_dir: {out} is a file; choose a folder path")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        # the staging folder is made beside the target: prove it can be, before any work
+        probe = out.parent / f".{out.name}.probe-{os.getpid()}"
+        probe.mkdir()
+        probe.rmdir()
     except OSError as err:
-        raise TunewiseError(f"output_dir: cannot create {out.parent} ({err.strerror})") from None
+        where = out.parent if out.parent.exists() else out
+        raise TunewiseError(f"output_dir: cannot write in {where} ({err.strerror}); choose a folder you can write to") from None
     return out
 
 
@@ -79,19 +84,19 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def relative_improvement(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
-    """(after - before) / before per metric; None where the pre-trained score is 0."""
-    return {k: ((after[k] - v) / v if v else None) for k, v in before.items() if k in after}
-
-
 def _fmt(value: float | None, pct: bool = False) -> str:
     if value is None:
         return "n/a"
     return f"{value * 100:+.1f}%" if pct else f"{value:.4f}"
 
 
-def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usage: str, evaluated_on: str) -> str:
-    """A Hugging Face model card (README.md) with the before/after metrics."""
+def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usage: str, evaluated_on: str,
+               train_keys: tuple[str, ...] = ()) -> str:
+    """A Hugging Face model card (README.md) with the before/after metrics.
+
+    The keyword arguments come from the task's ``card_info``; ``train_keys`` names the
+    ``train`` options the task wants listed before the learning rate (embedding: the loss).
+    """
     before, after = metrics["before"], metrics["after"]
     rel = metrics["relative_improvement"]
     train = metrics["train"]
@@ -111,6 +116,7 @@ def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usag
         f"Base model: `{metrics['base_model']}`. Evaluated on {evaluated_on}; "
         "the same evaluation scored the pre-trained model first.",
         "",
+        *[f"> **Warning:** {warning}\n" for warning in metrics.get("warnings", [])],
         "| metric | pre-trained | fine-tuned | relative improvement |",
         "|---|---:|---:|---:|",
     ]
@@ -125,7 +131,7 @@ def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usag
         f"- training time: {train['seconds']:.1f} s, {train['samples_per_second']:.1f} examples/s",
         f"- trainable parameters: {metrics['strategy']['trainable_params']:,} of {metrics['strategy']['total_params']:,}",
         f"- peak memory: {memory.get('peak_mib', 'n/a')} MiB ({memory.get('method', 'not measured')})",
-        (f"- loss: {metrics['config']['train']['loss']}, " if metrics["task"] == "embedding" else "- ")
+        "- " + "".join(f"{key}: {metrics['config']['train'][key]}, " for key in train_keys)
         + f"learning rate {metrics['config']['train']['learning_rate']}, "
         f"batch size {metrics['config']['train']['batch_size']}, seed {metrics['config']['seed']}",
         "",

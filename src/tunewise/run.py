@@ -1,7 +1,18 @@
 """The fine-tuning run: evaluate the pre-trained model, train, evaluate again, publish.
 
 :func:`fit` is what ``tunewise fit`` and ``tunewise demo`` call; :func:`evaluate` is what
-``tunewise evaluate`` calls. Both talk to tasks and strategies only through their registries.
+``tunewise evaluate`` calls. Both talk to tasks and strategies only through their registries
+and capabilities.
+
+The steps of a run are public so that the budget sweep and its Ray workers take the same ones:
+
+| step | used by |
+|---|---|
+| :func:`quiet_libraries` | fit, evaluate, the sweep, a Ray worker |
+| :func:`check_config` | fit, ``tunewise config`` |
+| :func:`no_weight_bars` | every load of a pre-trained model |
+| :func:`evaluate_before` | fit, the sweep (once per sweep; Ray workers get its number) |
+| :func:`train_with_strategy` | fit, every sweep point (local or Ray) |
 """
 
 from __future__ import annotations
@@ -15,23 +26,24 @@ from typing import Any
 
 from rich.console import Console
 
+from tunewise.budget.roi import relative_improvement
 from tunewise.config import RunConfig, dump_config, load_config
 from tunewise.errors import TunewiseError
 from tunewise.memory.measure import PeakMemory
 from tunewise.memory.runs import choose_cpu_allocator, memory_block, preflight_run
 from tunewise.models.loading import pick_device, resolve_model
-from tunewise.outputs import (
-    check_output_dir,
-    library_versions,
-    model_card,
-    relative_improvement,
-    staged_dir,
-    write_json,
-    write_text,
-)
+from tunewise.outputs import check_output_dir, library_versions, model_card, staged_dir, write_json, write_text
 from tunewise.strategies import StrategyInfo, count_params, resolve_strategy
-from tunewise.strategies.base import eval_model
+from tunewise.strategies.base import (
+    eval_model,
+    interpolation_options,
+    strategy_callbacks,
+    strategy_param_groups,
+    strategy_save,
+    strategy_train,
+)
 from tunewise.tasks import TASKS
+from tunewise.tasks.base import ChecksConfig, HasBaseline
 
 
 @dataclass
@@ -74,14 +86,15 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
+    """Silence transformers' warnings and the tokenizers fork warning (every process that trains)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
     transformers.logging.set_verbosity_error()
 
 
-def _no_weight_bars():
+def no_weight_bars():
     """Hide transformers' per-file "Loading weights" / "Writing model shards" bars; training bars stay."""
     from tunewise.tasks.progress import hidden_bars
 
@@ -98,8 +111,6 @@ def check_config(cfg: RunConfig) -> tuple[Any, Any, Any]:
     Raises:
         TunewiseError: the first problem, in one line naming the option.
     """
-    from tunewise.tasks.base import ChecksConfig
-
     task = TASKS.get(cfg.task)()
     if isinstance(task, ChecksConfig):
         task.check_config(cfg)
@@ -125,7 +136,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     """
     cfg = as_config(config, overrides)
     console = console or Console(stderr=True)
-    _quiet_libraries()
+    quiet_libraries()
     task, strategy, options = check_config(cfg)
     out = check_output_dir(cfg.output_dir, cfg.overwrite)
     device = pick_device(cfg.train.device)
@@ -144,25 +155,20 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     console.print(f"data: {task.n_train(data)} training {task.spec.unit}, " + ", ".join(
         f"{k.replace('_', ' ')} {v}" for k, v in report.items() if k.startswith("eval_")))
 
-    with console.status("loading the pre-trained model"), _no_weight_bars():
+    with console.status("loading the pre-trained model"), no_weight_bars():
         model = task.load_model(cfg, device)
     if not is_main_process():
         # torchrun / accelerate launch: other ranks only take part in (distributed) training;
         # rank 0 evaluates, saves and publishes.
         model = strategy.prepare(model, task, options, cfg)
         with tempfile.TemporaryDirectory() as workdir:
-            _train_with_strategy(strategy, options, task, model, data, cfg, workdir=Path(workdir), callbacks=callbacks)
+            train_with_strategy(strategy, options, task, model, data, cfg, workdir=Path(workdir), callbacks=callbacks)
         return RunResult(out, {})
     console.print("evaluating the pre-trained model")
-    # A task whose pre-trained model cannot be scored as is (a classifier needs a head)
-    # defines baseline(): e.g. a head trained on frozen features, the transfer-learning baseline.
-    baseline = getattr(task, "baseline", None)
-    # (head: the pre-trained model is the frozen body, so its evaluation fills the feature cache)
-    before = (baseline(model, data, cfg) if baseline is not None
-              else task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg))
+    before = evaluate_before(task, model, data, cfg, strategy, options)
     console.print(f"  before: {primary} = {before.metrics[primary]:.4f} ({before.seconds:.1f} s)")
 
-    with _no_weight_bars():  # qlora re-loads the weights in 4-bit
+    with no_weight_bars():  # qlora re-loads the weights in 4-bit
         model = strategy.prepare(model, task, options, cfg)
     trainable, total = count_params(task.modules(model))
     info = StrategyInfo(cfg.strategy_name, trainable, total)
@@ -174,31 +180,31 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
 
     with staged_dir(out) as staging:
         with PeakMemory(device) as peak:
-            stats, hooks = _train_with_strategy(strategy, options, task, model, data, cfg,
-                                                workdir=staging / "_checkpoints", callbacks=callbacks)
+            stats, hooks = train_with_strategy(strategy, options, task, model, data, cfg,
+                                               workdir=staging / "_checkpoints", callbacks=callbacks)
         _remove_tree(staging / "_checkpoints")
         console.print("evaluating the fine-tuned model")
         after = task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg)
         console.print(f"  after: {primary} = {after.metrics[primary]:.4f}")
-        save = getattr(strategy, "save", None)
-        with _no_weight_bars():
-            if save is not None:
-                save(model, task, staging, options, cfg)
-            else:
-                task.save(model, staging)
+        warnings = chance_warnings(task, data, cfg, after.metrics)
+        for warning in warnings:
+            console.print(f"[bold red]warning:[/] {warning}")
+        with no_weight_bars():
+            strategy_save(strategy, model, task, staging, options, cfg)
         interpolation = None
-        if getattr(options, "interpolate", None):
+        if (wise := interpolation_options(options)) is not None:
             from tunewise import wiseft
 
             console.print("WiSE-FT: blending pre-trained and fine-tuned weights")
-            interpolation = wiseft.after_run(task, cfg, data, staging, options, console)
+            interpolation = wiseft.after_run(task, cfg, data, staging, wise, console)
         metrics = {
             "task": cfg.task,
             "base_model": cfg.model or task.spec.default_model,
             "primary_metric": primary,
             "before": before.metrics,
             "after": after.metrics,
-            "relative_improvement": relative_improvement(before.metrics, after.metrics),
+            "relative_improvement": {name: relative_improvement(value, after.metrics[name])
+                                     for name, value in before.metrics.items() if name in after.metrics},
             "strategy": {**info.as_dict(), "options": dict(cfg.strategy), **hooks},
             "train": {
                 "seconds": round(stats.seconds, 3),
@@ -214,6 +220,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
             "memory": {**memory_block(estimate, estimate_note, peak), "cpu_allocator": allocator},
             "data": report,
             "examples": {"before": before.examples, "after": after.examples},
+            "warnings": warnings,
             "config": cfg.to_dict(),
             "versions": library_versions(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -230,32 +237,55 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     return RunResult(out, metrics, before.examples, after.examples)
 
 
-def _train_with_strategy(strategy: Any, options: Any, task: Any, model: Any, data: Any, cfg: RunConfig, *,
-                         workdir: Path, callbacks: list | None) -> tuple[Any, dict[str, Any]]:
+def chance_warnings(task: Any, data: Any, cfg: RunConfig, after: dict[str, float]) -> list[str]:
+    """A warning when the fine-tuned primary score is at or below the task's chance level on this data."""
+    from tunewise.evaluate.chance import at_or_below_chance
+    from tunewise.tasks.base import KnowsChance
+
+    if not isinstance(task, KnowsChance):
+        return []
+    primary = cfg.eval.primary
+    chance = task.chance(data, cfg).get(primary)
+    if not at_or_below_chance(after.get(primary), chance, task.spec.higher_is_better(primary)):
+        return []
+    return [f"the fine-tuned model scores {primary} = {after[primary]:.4f}, at or below chance ({chance:.4f} on this "
+            "evaluation set): it learned nothing usable; check the learning rate, the labels and the data"]
+
+
+def evaluate_before(task: Any, model: Any, data: Any, cfg: RunConfig, strategy: Any, options: Any) -> Any:
+    """Score the pre-trained model: the "before" of every relative improvement.
+
+    A task whose pre-trained model cannot be scored as is (:class:`~tunewise.tasks.base.HasBaseline`:
+    a classifier needs a head) scores its baseline instead, e.g. a head fitted on frozen features,
+    the transfer-learning baseline. Otherwise the strategy's view of the model is evaluated
+    (``head``: the pre-trained model is the frozen body, so this also fills the feature cache).
+
+    Returns:
+        The task's evaluation result (``metrics``, ``seconds``, ``examples``).
+    """
+    if isinstance(task, HasBaseline):
+        return task.baseline(model, data, cfg)
+    return task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg)
+
+
+def train_with_strategy(strategy: Any, options: Any, task: Any, model: Any, data: Any, cfg: RunConfig, *,
+                        workdir: Path, callbacks: list | None = None) -> tuple[Any, dict[str, Any]]:
     """Train through the strategy's hooks; returns the stats and what the hooks report for metrics.json.
 
-    A strategy with ``train`` (head: cached features) replaces the task's training; otherwise the
-    task trains with the strategy's param groups (per-group learning rates) and callbacks
-    (gradual unfreezing).
+    A strategy that trains itself (``head``: cached features) replaces the task's training;
+    otherwise the task trains with the strategy's param groups (per-group learning rates) and
+    callbacks (gradual unfreezing).
     """
-    own_train = getattr(strategy, "train", None)
-    if own_train is not None:
-        stats = own_train(model, task, data, options, cfg, workdir=workdir, callbacks=callbacks)
-        details = getattr(stats, "details", None)
-        return stats, ({"details": details} if details else {})
-    make_groups = getattr(strategy, "param_groups", None)
-    groups = make_groups(model, task, options, cfg) if make_groups is not None else None
-    make_callbacks = getattr(strategy, "callbacks", None)
-    extra_callbacks = make_callbacks(model, task, options, cfg) if make_callbacks is not None else []
-    kwargs: dict[str, Any] = {}
-    if groups:
-        import inspect
+    from tunewise.tasks.divergence import DivergenceGuard
 
-        if "param_groups" not in inspect.signature(task.train).parameters:
-            raise TunewiseError(f"strategy: task '{cfg.task}' does not take per-group learning rates yet; "
-                                "drop strategy.head_lr, backbone_lr and layer_decay")
-        kwargs["param_groups"] = groups
-    stats = task.train(model, data, cfg, workdir=workdir, callbacks=[*(callbacks or []), *extra_callbacks], **kwargs)
+    callbacks = [DivergenceGuard(), *(callbacks or [])]  # a diverged run stops here, before any result is written
+    stats = strategy_train(strategy, model, task, data, options, cfg, workdir=workdir, callbacks=callbacks)
+    if stats is not None:
+        return stats, ({"details": stats.details} if stats.details else {})
+    groups = strategy_param_groups(strategy, model, task, options, cfg)
+    extra_callbacks = strategy_callbacks(strategy, model, task, options, cfg)
+    stats = task.train(model, data, cfg, workdir=workdir, callbacks=[*callbacks, *extra_callbacks],
+                       param_groups=groups or None)
     hooks: dict[str, Any] = {}
     if groups:
         hooks["param_groups"] = [{"name": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"],
@@ -277,10 +307,10 @@ def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str 
     if model is not None:
         cfg.model = model
     console = console or Console(stderr=True)
-    _quiet_libraries()
+    quiet_libraries()
     task = TASKS.get(cfg.task)()
     data = task.prepare_data(cfg)
-    with console.status("loading the model"), _no_weight_bars():
+    with console.status("loading the model"), no_weight_bars():
         loaded = task.load_model(cfg, pick_device(cfg.train.device))
     result = task.evaluate(loaded, data, cfg)
     return {"model": cfg.model or task.spec.default_model, "metrics": result.metrics,

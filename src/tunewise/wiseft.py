@@ -7,9 +7,11 @@ that measures what fine-tuning forgot. Forgetting is the relative drop of the ge
 from the pre-trained model's (0.05 = 5 % lower). The rule: the best in-domain score among
 blends that forget at most ``max_forgetting`` (ties to the smaller alpha).
 
-The default general-domain set for text embeddings is built from packaged data: the English
-version of the construction FAQ (``zaragoza_construction_faq.load(lang="en")``), 200 seeded
-questions searched against all 503 English answers. The demo fine-tunes on the Swedish FAQ,
+WiSE-FT runs for the tasks whose spec declares ``general_domain="text-pairs"``: their models
+re-load as SentenceTransformers and are scored by retrieval. The default general-domain set is
+built from packaged data: the English version of the construction FAQ
+(``zaragoza_construction_faq.load(lang="en")``), 200 seeded questions searched against all
+503 English answers. The demo fine-tunes on the Swedish FAQ,
 so this measures whether the model kept the English retrieval it had before; it is the same
 topic in another language, not a broad benchmark. Give your own pairs file (query, positive)
 with ``--general`` for a real general-domain check.
@@ -30,27 +32,33 @@ from tunewise.config import DataConfig, EvalConfig, RunConfig
 from tunewise.data.retrieval import IRDataset
 from tunewise.errors import TunewiseError
 from tunewise.strategies.interpolate import check_alphas, interpolate_state_dicts, pick_alpha
+from tunewise.strategies.options import WiseFTOptions
 
 DEFAULT_ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0]
-DEFAULT_MAX_FORGETTING = 0.05
+DEFAULT_MAX_FORGETTING = WiseFTOptions.max_forgetting
+GENERAL_DOMAIN = "text-pairs"  # the TaskSpec.general_domain this module builds and scores
 GENERAL_QUERIES = 200
 RULE = "best in-domain {metric} among blends whose general-domain {metric} is at most {limit:.0%} below the pre-trained model's"
 
 
-def general_dataset(path: str | None = None, *, seed: int = 42, max_queries: int = GENERAL_QUERIES) -> tuple[IRDataset, str]:
-    """The general-domain retrieval set: a user pairs file, or the packaged English FAQ."""
+def general_dataset(path: str | None = None, *, seed: int = 42, max_queries: int = GENERAL_QUERIES,
+                    option: str = "--general") -> tuple[IRDataset, str]:
+    """The general-domain retrieval set: a user pairs file (``option`` names it in errors), or the packaged English FAQ."""
     if path:
+        if not Path(path).expanduser().is_file():
+            raise TunewiseError(f"{option}: file not found: {path}; give a pairs file (query, positive) or leave it out "
+                                "for the packaged English FAQ")
         from tunewise.data.retrieval import load_items
 
         items = [(q, a) for q, a, *_ in load_items(DataConfig(train=path, kind="pairs"))]
         described = f"{path} (user file)"
     else:
-        from tunewise.models.defaults import load_faq
+        from tunewise.data.packaged import load_faq
 
         items = [(r["q"], r["a"]) for r in load_faq("en")]
         described = "packaged English construction FAQ (zaragoza-construction-faq, lang=en)"
     if len(items) < 2:
-        raise TunewiseError(f"--general: {path} needs at least 2 (query, positive) pairs")
+        raise TunewiseError(f"{option}: {path} needs at least 2 (query, positive) pairs")
     doc_ids: dict[str, str] = {}
     for _, a in items:
         doc_ids.setdefault(a, f"d{len(doc_ids)}")
@@ -116,19 +124,36 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def after_run(task: Any, config: RunConfig, data: Any, model_dir: Path, options: Any,
+def check_task(task: str, option: str) -> None:
+    """Refuse a task whose spec does not declare the general-domain set built here.
+
+    Raises:
+        TunewiseError: naming ``option`` and the tasks WiSE-FT is available for.
+    """
+    from tunewise.tasks import TASKS
+
+    if TASKS.get(task).spec.general_domain != GENERAL_DOMAIN:
+        able = [name for name in TASKS.names() if TASKS.get(name).spec.general_domain == GENERAL_DOMAIN]
+        raise TunewiseError(f"{option}: available for the {', '.join(able)} task{'' if len(able) == 1 else 's'}, "
+                            f"not '{task}' yet")
+
+
+def after_run(task: Any, config: RunConfig, data: Any, model_dir: Path, options: WiseFTOptions,
               console: Console | None = None) -> dict[str, Any]:
-    """The in-run option (``strategy.interpolate``): sweep the freshly saved model against its base."""
+    """The in-run option (``strategy.interpolate``): sweep the freshly saved model against its base.
+
+    Args:
+        options: the WiSE-FT part of the strategy's options
+            (:func:`tunewise.strategies.base.interpolation_options`).
+    """
     from tunewise.models.loading import load_sentence_transformer, pick_device
 
-    if config.task != "embedding":
-        raise TunewiseError(f"strategy.interpolate: available for the embedding task, not '{config.task}' yet")
+    check_task(config.task, "strategy.interpolate")
     device = pick_device(config.train.device)
-    general, described = general_dataset(getattr(options, "general_data", None), seed=config.seed)
+    general, described = general_dataset(options.general_data, seed=config.seed, option="strategy.general_data")
     base = task.load_model(config, device)
     tuned = load_sentence_transformer(str(model_dir), device=device, max_seq_length=config.train.max_seq_length)
-    result = sweep(base, tuned, data.eval, general, config.eval, options.interpolate,
-                   getattr(options, "max_forgetting", DEFAULT_MAX_FORGETTING), console)
+    result = sweep(base, tuned, data.eval, general, config.eval, options.interpolate, options.max_forgetting, console)
     return {**result, "general": described}
 
 
@@ -155,8 +180,7 @@ def interpolate_run(run_dir: str | Path, *, alphas: list[float] | None = None, m
     if not (run / "config.yaml").is_file():
         raise TunewiseError(f"interpolate: {run} has no config.yaml; give the folder of a finished tunewise run")
     cfg = load_config(run / "config.yaml")
-    if cfg.task != "embedding":
-        raise TunewiseError(f"interpolate: available for the embedding task, not '{cfg.task}' yet")
+    check_task(cfg.task, "interpolate")
     if cfg.strategy_name == "head":
         raise TunewiseError("interpolate: a 'head' run adds layers the pre-trained model lacks; WiSE-FT needs full, partial or merged LoRA runs")
     if cfg.strategy.get("merge") is False:

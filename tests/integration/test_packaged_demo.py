@@ -7,7 +7,8 @@ import json
 import pytest
 
 import tunewise
-from tunewise.demo import DEMO_TRAIN_PAIRS, demo_config, faq_pairs_file
+from tunewise.demos import demo_config
+from tunewise.demos.faq import DEMO_TRAIN_PAIRS, faq_pairs_file
 
 pytestmark = pytest.mark.integration
 

@@ -32,11 +32,11 @@ def test_lora_on_smollm2_learns_the_json_format(tmp_path, smollm2):
     from rich.console import Console
     from transformers import AutoModelForCausalLM
 
-    from tunewise.demos_llm import llm_demo_config
+    from tunewise.demos import demo_config
     from tunewise.run import fit
 
-    cfg = llm_demo_config(str(tmp_path / "run"), train_size=64, eval_size=8,
-                          overrides=["train.epochs=2", "train.learning_rate=2e-3", f"model={smollm2}"])
+    cfg = demo_config(str(tmp_path / "run"), name="llm", overrides=[
+        "data.max_train=64", "data.eval_size=8", "train.epochs=2", "train.learning_rate=2e-3", f"model={smollm2}"])
     result = fit(cfg, console=Console(quiet=True))
     before, after = result.before, result.after
     assert result.metrics["primary_metric"] == "format_valid"

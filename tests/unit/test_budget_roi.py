@@ -6,11 +6,11 @@ import math
 
 import pytest
 
+from tunewise.budget.advice import recommend
 from tunewise.budget.roi import (
     BudgetPoint,
     find_knee,
     marginal_roi,
-    recommend,
     relative_improvement,
     roi,
     summarize_points,
@@ -24,9 +24,9 @@ def test_relative_improvement_hand_values():
     assert relative_improvement(0.8, 0.8) == 0.0
 
 
-def test_relative_improvement_needs_positive_baseline():
-    with pytest.raises(TunewiseError, match="metric_before"):
-        relative_improvement(0.0, 0.5)
+def test_relative_improvement_has_no_ratio_from_a_zero_or_missing_baseline():
+    assert relative_improvement(0.0, 0.5) is None  # metrics.json shows n/a; the planner takes the gain
+    assert relative_improvement(None, 0.5) is None
 
 
 def test_roi_and_marginal_roi():
@@ -174,7 +174,8 @@ def test_budgets_below_the_pretrained_score_never_set_the_knee():
 
 def test_a_pretrained_score_of_zero_measures_absolute_gains():
     """A format the base model never produces scores 0 before: no ratio, so the planner uses the gain."""
-    from tunewise.budget.roi import gain_name, gain_text, improvement
+    from tunewise.budget.advice import gain_name, gain_text
+    from tunewise.budget.roi import improvement
 
     assert improvement(0.0, 0.9) == pytest.approx(0.9)  # absolute: 0.9 - 0
     assert improvement(0.5, 0.6) == pytest.approx(0.2)  # relative as before

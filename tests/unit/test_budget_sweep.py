@@ -172,6 +172,7 @@ def test_sigkill_then_rerun_runs_only_missing_points(config, tmp_path):
     (["--sizes", "6,12,24", "--forecast-sizes", "1000"], "error: --forecast-sizes: [1000] outside 1..240"),
     (["--sizes", "6,12,48", "--validate"], "error: --validate: fits only on sizes up to a quarter"),
     (["--seeds", "0"], "error: --seeds: must be a whole number of at least 1"),
+    (["--sizes", "6,12,24", "--knee-drop", "2"], "error: --knee-drop: must be a fraction in (0, 1)"),
     (["--backend", "spark"], "error: --backend: unknown backend 'spark'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(config, tmp_path, extra, message):
@@ -181,6 +182,15 @@ def test_bad_input_is_one_line_and_exit_2(config, tmp_path, extra, message):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), result.output
     assert "Traceback" not in result.output and not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_report_options_are_checked_before_the_data_is_read(tmp_path):
+    missing = {"data": {"train": str(tmp_path / "missing.jsonl")}}  # reading it would fail with data.train
+    for option, message in (({"drop": 70}, r"--knee-drop: must be a fraction in \(0, 1\)"),
+                            ({"price_per_hour": -1}, "--price-per-hour"), ({"target": 75}, "--target")):
+        with pytest.raises(TunewiseError, match=message):
+            run_budget(missing, output_dir=tmp_path / "o", **option)
+    assert not (tmp_path / "o").exists()
 
 
 def test_sizes_above_the_data_are_capped_with_a_warning(config, tmp_path):
@@ -226,7 +236,7 @@ def test_interrupted_sweep_is_one_line_exit_2_and_keeps_points(config, tmp_path,
 def test_head_strategy_sweep_goes_through_the_strategy_train_hook(config, tmp_path, monkeypatch):
     # head replaces the task's training with its own Trainer over cached features; the time
     # curve must still see every epoch and the data points must still improve the same model.
-    from tunewise.strategies import head
+    from tunewise.strategies.head import pooled_text as head
 
     monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))  # cold
     encoded: list[str] = []

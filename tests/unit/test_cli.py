@@ -102,3 +102,72 @@ def test_demo_budget_options_are_checked_before_any_work(tmp_path):
                           "--seeds: only with --budget")
     assert_one_line_error(invoke("demo", "--task", "clasification", "--budget"), "--task", "classification")
     assert not (tmp_path / "x").exists()
+
+
+PARSER_ERRORS = {  # click's own errors: one line like the rest, not Typer's usage box
+    "not a number": (["fit", "--lr", "abc"], ["error: --lr: 'abc' is not a number"]),
+    "not an integer": (["budget", "--seeds", "x"], ["error: --seeds: 'x' is not an integer"]),
+    "missing value": (["fit", "--lr"], ["error: --lr: needs a value"]),
+    "unknown option": (["fit", "--los", "mnrl"], ["error: --los: unknown option (did you mean '--loss'?)",
+                                                   "see 'tunewise fit --help'"]),
+    "unknown command": (["fitt"], ["no such command 'fitt'", "see 'tunewise --help'"]),
+    "extra argument": (["fit", "a.yaml", "b.yaml"], ["unexpected extra argument"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARSER_ERRORS))
+def test_parser_errors_are_one_line_exit_2(case):
+    args, fragments = PARSER_ERRORS[case]
+    result = invoke(*args)
+    assert_one_line_error(result, *fragments)
+    assert result.stdout == "" and "Usage" not in result.output and "╭" not in result.output
+
+
+def test_help_still_works():
+    for args in (["--help"], ["fit", "--help"], ["demo", "--help"]):
+        result = invoke(*args)
+        assert result.exit_code == 0 and "Usage" in result.stdout and result.stderr == "", args
+    bare = invoke()  # no command: the help, exit 2 as in click
+    assert bare.exit_code == 2 and "Commands" in bare.stdout
+
+
+def test_console_script_parser_error_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "tunewise.cli.app", "fit", "--lr", "abc"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr == "error: --lr: 'abc' is not a number\n" and proc.stdout == ""
+
+
+BAD_CONFIGS = {  # `tunewise config` validates as fit does (tunewise.run.check_config)
+    "unknown task": (["task=nosuch"], ["task", "nosuch"]),
+    "unknown strategy": (["strategy.name=nosuch"], ["strategy", "nosuch"]),
+    "lora rank 0": (["strategy.name=lora", "strategy.rank=0"], ["rank"]),
+    "unknown primary metric": (["eval.primary=nosuch"], ["eval.primary", "nosuch"]),
+    "infinite epochs": (["train.epochs=.inf"], ["train.epochs"]),
+    "nan learning rate": (["train.learning_rate=.nan"], ["train.learning_rate"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_config_command_rejects_what_fit_rejects(case):
+    sets, fragments = BAD_CONFIGS[case]
+    result = invoke("config", *(arg for s in sets for arg in ("--set", s)))
+    assert_one_line_error(result, *fragments)
+    assert result.stdout == ""
+
+
+def test_config_command_accepts_a_valid_config():
+    result = invoke("config", "--set", "strategy.name=lora", "--set", "strategy.rank=4", "--set", "train.epochs=2")
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    assert "rank: 4" in result.stdout and "epochs: 2.0" in result.stdout
+
+
+def test_demo_task_errors_list_the_registered_demos():
+    from tunewise.demos import DEMOS
+
+    result = invoke("demo", "--task", "nosuch")
+    assert_one_line_error(result, "--task: unknown demo 'nosuch'", f"choose one of: {', '.join(DEMOS.names())}")
+    assert_one_line_error(invoke("demo", "--lang", "de"), "--lang: use sv or en, got 'de'")
+    assert_one_line_error(invoke("demo-budget", "--lang", "de", "-o", "unused"), "--lang: use sv or en, got 'de'")
+    help_text = " ".join(invoke("demo", "--help").stdout.split())
+    for name in ("embedding", "classification", "image-search", "image-classification", "llm"):
+        assert name in help_text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -85,3 +86,75 @@ def test_cli_interpolate_and_merge_errors(tmp_path):
     result = runner.invoke(app, ["merge", str(tmp_path), "-o", str(tmp_path / "m")])
     assert result.exit_code == 2 and "has no adapter/tunewise_adapter.json" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def _fake_metrics(cfg) -> dict:
+    """What row_of reads from a run's metrics.json."""
+    return {"primary_metric": "mrr@20", "before": {"mrr@20": 0.2}, "after": {"mrr@20": 0.3},
+            "relative_improvement": {"mrr@20": 0.5},
+            "strategy": {"trainable_params": 10, "total_params": 20, "trainable_fraction": 0.5},
+            "train": {"seconds": 1.0, "samples_per_second": 2.0}, "memory": {"peak_mib": 1.0, "method": "test"}}
+
+
+def test_failed_compare_leaves_nothing_so_the_corrected_rerun_runs(pairs_file, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from tunewise import run
+
+    out = tmp_path / "cmp"
+    wrong = load_config(None, values={"data.train": str(tmp_path / "missing.jsonl")})
+    with pytest.raises(TunewiseError, match="data.train"):
+        compare(wrong, ["full"], out, console=Console(quiet=True))
+    assert not out.exists() and not list(tmp_path.glob(".cmp*"))
+    # The corrected command, same folder, no --overwrite (fit stubbed: only the folder matters here).
+    monkeypatch.setattr(run, "fit", lambda cfg, console=None: run.RunResult(Path(cfg.output_dir), _fake_metrics(cfg)))
+    result = compare(load_config(None, values={"data.train": str(pairs_file)}), ["full"], out, console=Console(quiet=True))
+    assert result["rows"][0]["after"] == 0.3 and (out / "compare.json").is_file()
+
+
+def test_merge_refuses_to_overwrite_its_own_run(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "adapter" / "tunewise_adapter.json").write_text('{"base_model": "x", "task": "embedding"}')
+    (run_dir / "config.yaml").write_text("task: embedding\n")
+    for target in (run_dir, tmp_path):  # the run itself, or a folder holding it
+        result = runner.invoke(app, ["merge", str(run_dir), "-o", str(target), "--overwrite"])
+        assert result.exit_code == 2, result.output
+        assert "is (or contains) the run being merged" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "config.yaml"]  # untouched
+
+
+def test_merged_causal_lm_carries_its_tokenizer_and_merges_from_any_directory(tmp_path, monkeypatch):
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from test_task_causal_lm import build_tiny_lm, config, json_rows, write_jsonl
+    from tunewise.run import fit
+
+    build_tiny_lm(tmp_path / "tiny-llama", "llama")
+    data = write_jsonl(tmp_path / "train.jsonl", json_rows())
+    monkeypatch.chdir(tmp_path)  # the base model given as a relative path
+    cfg = config(tmp_path, "tiny-llama", data, train__epochs=1, strategy={"name": "lora", "rank": 4, "merge": False})
+    run_dir = fit(cfg, console=Console(quiet=True)).output_dir
+    info = json.loads((run_dir / "adapter" / "tunewise_adapter.json").read_text())
+    assert Path(info["base_model"]) == tmp_path / "tiny-llama"  # stored absolute
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["merge", str(run_dir), "-o", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    merged = tmp_path / "merged"
+    tokenizer = AutoTokenizer.from_pretrained(merged)  # the run's tokenizer (and chat template) came along
+    assert tokenizer.chat_template and tokenizer("roof").input_ids
+    assert AutoModelForCausalLM.from_pretrained(merged) is not None
+
+
+def test_interpolate_names_general_for_a_missing_general_file(pairs_file, tmp_path):
+    from tunewise.config import dump_config
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(dump_config(load_config(None, values={"data.train": str(pairs_file)})))
+    result = runner.invoke(app, ["interpolate", str(run_dir), "--general", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --general: file not found") and "data.train" not in result.output

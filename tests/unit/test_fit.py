@@ -42,6 +42,7 @@ def test_fit_writes_a_loadable_model_with_metrics_and_card(tiny_st_model, pairs_
     assert metrics["after"]["mrr@20"] > metrics["before"]["mrr@20"]
     card = (out / "README.md").read_text()
     assert "library_name: sentence-transformers" in card and "mrr@20 (primary)" in card
+    assert "- loss: mnrl, learning rate 0.001, batch size 8" in card  # the embedding task lists its loss
     assert load_config(out / "config.yaml") == cfg
     assert not list(tmp_path.glob(".run.tmp-*"))
 
@@ -129,3 +130,33 @@ def test_run_that_cannot_fit_stops_before_training(tiny_st_model, pairs_file, tm
     # The override trains anyway and still records the estimate.
     result = tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path, "train.check_memory=false"))
     assert result.metrics["memory"]["estimated_bytes"] > 10 * 2**20
+
+
+def test_fit_and_the_budget_planner_share_one_relative_improvement():
+    from tunewise import outputs, run
+    from tunewise.budget import roi
+
+    assert run.relative_improvement is roi.relative_improvement
+    assert not hasattr(outputs, "relative_improvement")
+
+
+def test_evaluate_before_scores_the_baseline_of_a_task_that_has_one():
+    """One "before" step for fit, the sweep and the Ray worker: a baseline when the task has one."""
+    from types import SimpleNamespace
+
+    from tunewise.run import evaluate_before
+    from tunewise.strategies import resolve_strategy
+
+    cfg = load_config(None)
+    strategy, options = resolve_strategy(cfg)
+
+    class Plain:
+        def evaluate(self, model, data, config):
+            return f"evaluated {model}"
+
+    class WithBaseline(Plain):
+        def baseline(self, model, data, config):
+            return f"baseline of {model}"
+
+    assert evaluate_before(Plain(), "m", SimpleNamespace(), cfg, strategy, options) == "evaluated m"
+    assert evaluate_before(WithBaseline(), "m", SimpleNamespace(), cfg, strategy, options) == "baseline of m"

@@ -10,9 +10,16 @@ import torch
 from transformers import AutoModel, AutoModelForCausalLM, BertConfig, LlamaConfig
 
 from tunewise.errors import TunewiseError
-from tunewise.memory import ArchSpec, advise, estimate, estimate_memory, load_arch, parse_memory_size
+from tunewise.memory import (
+    ArchSpec,
+    advise,
+    estimate,
+    estimate_memory,
+    load_arch,
+    parse_memory_size,
+)
+from tunewise.memory.activations import block_activation_bytes_per_token, dtypes
 from tunewise.memory.advise import check_fits, compare, format_bytes, preflight
-from tunewise.memory.estimate import _dtypes, block_activation_bytes_per_token
 
 GB = 10**9
 
@@ -65,7 +72,7 @@ def test_minilm_config_dict_reads_as_bert_encoder():
 # ---------------------------------------------------------------------------- hand-computed estimate
 def test_hand_computed_decoder_full_fp32():
     # the model's own loss over full logits (tunewise trains through TRL's fused head: below)
-    est = estimate(tiny_decoder(), task="causal_lm", strategy="full", batch_size=4, seq_len=32, device="cpu", overhead_bytes=0,
+    est = estimate(tiny_decoder(), step="lm", strategy="full", batch_size=4, seq_len=32, device="cpu", overhead_bytes=0,
                    fused_lm_head=False)
     tokens = 4 * 32  # 128
     weights = 4 * 146240  # fp32: 584,960
@@ -83,13 +90,13 @@ def test_hand_computed_decoder_full_fp32():
     assert est.total_bytes == weights + 256_000 + 1_169_920 + activations == 4_828_928
     assert est.peak_phase == "backward"
     assert est.rule_of_thumb_bytes == int(2.5 * 4 * 146240)
-    fused = estimate(tiny_decoder(), task="causal_lm", strategy="full", batch_size=4, seq_len=32, device="cpu", overhead_bytes=0)
+    fused = estimate(tiny_decoder(), step="lm", strategy="full", batch_size=4, seq_len=32, device="cpu", overhead_bytes=0)
     tiles = 8.3 * tokens * 1000 * 4  # TRL's CPU backward: 8.3 fp32 tiles of 128 tokens x 1,000 logits (V < 32,768)
     assert fused.activations_bytes == round(saved + tokens * (64 * 4 + 64 * 8) + tiles) == 5_531_648
 
 
 def test_small_batch_peaks_in_optimizer_step():
-    est = estimate(tiny_decoder(), task="causal_lm", batch_size=1, seq_len=4, device="cpu", overhead_bytes=0)
+    est = estimate(tiny_decoder(), step="lm", batch_size=1, seq_len=4, device="cpu", overhead_bytes=0)
     # W + G + O + the for-loop AdamW's two temporaries of the largest tensor (embedding 1000*64*4)
     assert est.peak_phase == "optimizer step"
     assert est.total_bytes == 4 * 146240 + 4 * 146240 + 8 * 146240 + 2 * 4 * 64000
@@ -98,7 +105,7 @@ def test_small_batch_peaks_in_optimizer_step():
 def test_block_coefficients_bert_cpu_by_hand():
     spec = ArchSpec(family="encoder", n_layers=6, hidden=384, heads=12, intermediate=1536, vocab=30522,
                     hidden_dropout=0.1, attention_dropout=0.1)
-    per_token = block_activation_bytes_per_token(spec, 64, mode="full", targets=(), lora_rank=8, dt=_dtypes("fp32", "cpu"), math_attention=True)
+    per_token = block_activation_bytes_per_token(spec, 64, mode="full", targets=(), lora_rank=8, dt=dtypes("fp32", "cpu"), math_attention=True)
     # 10h (incl. two fp32 dropout masks) + 2i + 3 a s (probs, dropout mask, dropped probs), all fp32
     assert per_token == (10 * 384 + 2 * 1536 + 3 * 12 * 64) * 4 == 36_864
 
@@ -152,7 +159,7 @@ def test_llama_block_formula_matches_autograd_saved_tensors(targets, dropout):
                                  intermediate_size=128, vocab_size=256))
     roles = tuple(sorted({LLAMA_ROLES[t] for t in targets or ()}))
     formula = block_activation_bytes_per_token(spec, s, mode="frozen" if targets else "full", targets=roles,
-                                               lora_rank=4, dt=_dtypes("fp32", "cpu"), math_attention=False,
+                                               lora_rank=4, dt=dtypes("fp32", "cpu"), math_attention=False,
                                                lora_dropout=dropout)
     measured = (saved(3) - saved(2)) / (b * s)  # the third block (the first has no grad-requiring input under LoRA)
     assert measured == pytest.approx(formula, rel=0.02)
@@ -187,15 +194,15 @@ def test_a_run_is_estimated_with_the_adapters_its_model_holds():
 def test_causal_lm_lora_defaults_to_every_linear_layer_and_costs_more_than_q_v():
     spec = load_arch(LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                  intermediate_size=128, vocab_size=256))
-    lm = estimate(spec, task="causal_lm", strategy="lora", batch_size=4, seq_len=64)
+    lm = estimate(spec, step="lm", strategy="lora", batch_size=4, seq_len=64)
     assert lm.inputs["lora_targets"] == ["q", "k", "v", "o", "mlp_in", "mlp_out"] and lm.inputs["lora_dropout"] == 0.05
-    qv = estimate(spec, task="causal_lm", strategy="lora", batch_size=4, seq_len=64, lora_targets=("q", "v"))
-    no_drop = estimate(spec, task="causal_lm", strategy="lora", batch_size=4, seq_len=64, lora_dropout=0.0)
+    qv = estimate(spec, step="lm", strategy="lora", batch_size=4, seq_len=64, lora_targets=("q", "v"))
+    no_drop = estimate(spec, step="lm", strategy="lora", batch_size=4, seq_len=64, lora_dropout=0.0)
     assert qv.activations_bytes < no_drop.activations_bytes < lm.activations_bytes
     assert qv.trainable_params < lm.trainable_params
-    assert estimate(spec, task="causal_lm", strategy="lora", lora_targets=("all",)).inputs["lora_targets"] == lm.inputs["lora_targets"]
+    assert estimate(spec, step="lm", strategy="lora", lora_targets=("all",)).inputs["lora_targets"] == lm.inputs["lora_targets"]
     with pytest.raises(TunewiseError, match=r"lora-targets: unknown 'query'; use some of q, k, v"):
-        estimate(spec, task="causal_lm", strategy="lora", lora_targets=("query",))
+        estimate(spec, step="lm", strategy="lora", lora_targets=("query",))
 
 
 def test_bert_block_formula_matches_autograd_saved_tensors():
@@ -209,16 +216,16 @@ def test_bert_block_formula_matches_autograd_saved_tensors():
         return _saved_bytes(model, lambda: model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.mean())
 
     spec = load_arch(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=1000))
-    formula = block_activation_bytes_per_token(spec, s, mode="full", targets=(), lora_rank=8, dt=_dtypes("fp32", "cpu"), math_attention=True)
+    formula = block_activation_bytes_per_token(spec, s, mode="full", targets=(), lora_rank=8, dt=dtypes("fp32", "cpu"), math_attention=True)
     assert (saved(2) - saved(1)) / (b * s) == pytest.approx(formula, rel=0.02)
 
 
 def test_checkpointing_lora_and_precision_reduce_what_they_should():
-    small = dict(task="causal_lm", batch_size=16, seq_len=256, device="cpu")
+    small = dict(step="lm", batch_size=16, seq_len=256, device="cpu")
     full, ckpt = estimate(tiny_decoder(), **small), estimate(tiny_decoder(), gradient_checkpointing=True, **small)
     assert ckpt.total_bytes < full.total_bytes and ckpt.peak_phase == full.peak_phase == "backward"
     spec = load_arch(LlamaConfig(**LLAMA2_7B))
-    kw = dict(task="causal_lm", batch_size=4, seq_len=1024, device="cuda")
+    kw = dict(step="lm", batch_size=4, seq_len=1024, device="cuda")
     lora = estimate(spec, strategy="lora", lora_targets=("q", "v"), **kw)
     # r*(in+out) for q and v in 32 layers: peft prints "trainable params: 4,194,304" for LLaMA-7B
     assert lora.trainable_params == 32 * 2 * 8 * (4096 + 4096) == 4_194_304
@@ -235,7 +242,7 @@ def test_checkpointing_lora_and_precision_reduce_what_they_should():
 def test_qlora_is_estimated_as_tunewise_trains_it(device, like):
     """peft upcasts the non-quantized weights to fp32; CUDA trains under bf16 autocast, CPU without."""
     spec = load_arch(LlamaConfig(**LLAMA2_7B))
-    kw = dict(task="causal_lm", batch_size=2, seq_len=256, device=device)
+    kw = dict(step="lm", batch_size=2, seq_len=256, device=device)
     qlora, lora = estimate(spec, strategy="qlora", **kw), estimate(spec, strategy="lora", precision=like, **kw)
     linear = 32 * spec.linear_params_per_layer()
     assert qlora.weights_bytes == pytest.approx(linear * 0.5625 + (spec.n_params - linear) * 4 + 4 * lora.trainable_params, rel=1e-6)
@@ -256,12 +263,12 @@ def test_vision_families_from_architecture_alone(family, strategy):
     }[family]
     spec = load_arch(config)
     assert spec.family == family
-    task = "embedding" if family == "clip" else "image"
+    step = "image-text" if family == "clip" else "image"
     if family == "cnn" and strategy == "lora":
         with pytest.raises(TunewiseError, match="LoRA needs attention"):
-            estimate(spec, task=task, strategy=strategy)
+            estimate(spec, step=step, strategy=strategy)
         return
-    est = estimate(spec, task=task, strategy=strategy, batch_size=4, seq_len=16, device="cuda")
+    est = estimate(spec, step=step, strategy=strategy, batch_size=4, seq_len=16, device="cuda")
     assert est.total_bytes == sum(est.components().values())
     if family == "vit":
         assert est.tokens_per_step == 4 * ((32 // 8) ** 2 + 1) or strategy == "head"  # 16 patches + CLS per image
@@ -279,14 +286,14 @@ def test_llama2_7b_table8_order_of_magnitude_and_why_we_differ():
     the table's 10 GB is right in magnitude and ours is lower for short sequences.
     """
     spec = load_arch(LlamaConfig(**LLAMA2_7B))
-    full = estimate(spec, task="causal_lm", strategy="full", batch_size=1, seq_len=512, device="cuda")
+    full = estimate(spec, step="lm", strategy="full", batch_size=1, seq_len=512, device="cuda")
     assert full.rule_of_thumb_bytes == int(2.5 * 4 * 6_738_415_616)  # 67.4 GB, the seed's "70 GB"
     assert 65 * GB / 10 < full.total_bytes < 65 * GB * 10  # same order of magnitude as Table 8
     assert full.total_bytes > 1.5 * full.rule_of_thumb_bytes  # optimizer states: the rule is far too low
     assert full.weights_bytes + 4 * full.trainable_params + 8 * full.trainable_params == 16 * 6_738_415_616
-    mixed = estimate(spec, task="causal_lm", strategy="full", precision="bf16", batch_size=1, seq_len=512, device="cuda")
+    mixed = estimate(spec, step="lm", strategy="full", precision="bf16", batch_size=1, seq_len=512, device="cuda")
     assert mixed.weights_bytes - 4 * spec.n_params == 2 * (32 * spec.linear_params_per_layer() + 32000 * 4096)
-    qlora = estimate(spec, task="causal_lm", strategy="qlora", batch_size=1, seq_len=512, gradient_checkpointing=True, device="cuda")
+    qlora = estimate(spec, step="lm", strategy="qlora", batch_size=1, seq_len=512, gradient_checkpointing=True, device="cuda")
     assert 3 * GB < qlora.weights_bytes < 5 * GB
     assert 10 * GB / 10 < qlora.total_bytes < 10 * GB  # Table 8's "4-bit: 10GB": right magnitude, ours lower
 
@@ -304,7 +311,7 @@ def test_llama2_7b_table8_order_of_magnitude_and_why_we_differ():
 )
 def test_impossible_values_are_one_line_errors(kwargs, message):
     with pytest.raises(TunewiseError, match=message) as err:
-        estimate(tiny_decoder(), task="causal_lm", **kwargs)
+        estimate(tiny_decoder(), step="lm", **kwargs)
     assert "\n" not in str(err.value)
 
 
@@ -341,7 +348,7 @@ def test_parse_memory_size_rejects(text):
 
 def test_advise_ranks_fitting_changes_best_first():
     spec = load_arch(LlamaConfig(**LLAMA2_7B))
-    settings = dict(task="causal_lm", strategy="full", batch_size=4, seq_len=1024, device="cuda")
+    settings = dict(step="lm", strategy="full", batch_size=4, seq_len=1024, device="cuda")
     advice = advise(spec, settings, parse_memory_size("24GiB"))
     assert not advice.fits
     assert advice.alternatives, "a 7B model fits 24 GiB with QLoRA"
@@ -354,7 +361,7 @@ def test_advise_ranks_fitting_changes_best_first():
 
 
 def test_check_fits_and_compare():
-    est = estimate(tiny_decoder(), task="causal_lm", overhead_bytes=0)
+    est = estimate(tiny_decoder(), step="lm", overhead_bytes=0)
     assert check_fits(est, est.total_bytes)
     with pytest.raises(TunewiseError, match="--ignore-memory-check"):
         check_fits(est, est.total_bytes - 1)
@@ -365,22 +372,25 @@ def test_check_fits_and_compare():
 
     assert compare(est, Peak())["error_pct"] == pytest.approx(100.0, abs=0.1)
     with pytest.raises(TunewiseError, match="exceeds"):
-        preflight(tiny_decoder(), dict(task="causal_lm"), device="cpu", available_bytes=1)
-    assert preflight(tiny_decoder(), dict(task="causal_lm"), device="cpu", available_bytes=1, allow=True).total_bytes > 1
+        preflight(tiny_decoder(), dict(step="lm"), device="cpu", available_bytes=1)
+    assert preflight(tiny_decoder(), dict(step="lm"), device="cpu", available_bytes=1, allow=True).total_bytes > 1
     assert format_bytes(3 * 2**30) == "3.00 GiB"
 
 
 def test_default_cpu_allocator_adds_half_the_activations_as_retention():
-    from tunewise.memory.estimate import CPU_DEFAULT_ALLOCATOR_RETENTION, with_cpu_allocator
+    from tunewise.memory.allocator import (
+        CPU_DEFAULT_ALLOCATOR_RETENTION,
+        with_cpu_allocator,
+    )
 
-    est = estimate(tiny_decoder(), task="causal_lm", batch_size=2, seq_len=32, device="cpu")
+    est = estimate(tiny_decoder(), step="lm", batch_size=2, seq_len=32, device="cpu")
     kept = with_cpu_allocator(est, "default")
     extra = int(CPU_DEFAULT_ALLOCATOR_RETENTION * est.activations_peak_bytes)
     assert kept.total_bytes == est.total_bytes + extra
     assert kept.overhead_bytes == est.overhead_bytes + extra
     assert sum(kept.components().values()) == kept.total_bytes
     assert with_cpu_allocator(est, "trim") is est
-    gpu = estimate(tiny_decoder(), task="causal_lm", batch_size=2, seq_len=32, device="cuda")
+    gpu = estimate(tiny_decoder(), step="lm", batch_size=2, seq_len=32, device="cuda")
     assert with_cpu_allocator(gpu, "default") is gpu
 
 
@@ -405,7 +415,8 @@ def test_causal_lm_on_cpu_is_estimated_through_trls_fused_lm_head():
     from peft import LoraConfig, get_peft_model
     from trl.trainer.utils import add_fused_lm_head
 
-    from tunewise.memory.estimate import TRL_CPU_TILES, with_cpu_allocator
+    from tunewise.memory.activations import TRL_CPU_TILES
+    from tunewise.memory.allocator import with_cpu_allocator
 
     b, s, vocab = 2, 16, 70_000
     torch.manual_seed(0)
@@ -420,7 +431,7 @@ def test_causal_lm_on_cpu_is_estimated_through_trls_fused_lm_head():
     def est(v, **kw):
         spec = load_arch(LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                      intermediate_size=128, vocab_size=v))
-        return estimate(spec, task="causal_lm", strategy="lora", batch_size=8, seq_len=128, **kw)
+        return estimate(spec, step="lm", strategy="lora", batch_size=8, seq_len=128, **kw)
 
     tokens = 8 * 128
     assert est(131_072).activations_peak_bytes == est(49_152).activations_peak_bytes  # tiles of 32,768
@@ -435,5 +446,5 @@ def test_causal_lm_on_cpu_is_estimated_through_trls_fused_lm_head():
 
 
 def test_estimate_memory_rejects_an_unknown_argument():
-    with pytest.raises(TunewiseError, match="estimate_memory: unknown argument 'lora_target'"):
+    with pytest.raises(TunewiseError, match="memory: unknown argument 'lora_target' \\(did you mean 'lora_targets'\\?\\)"):
         estimate_memory(None, lora_target=("q",))

@@ -7,7 +7,7 @@ import torch
 from rich.console import Console
 
 import tunewise
-from tunewise.strategies import feature_cache
+from tunewise.models import feature_cache
 
 
 def _fit(model, pairs, out, **strategy):
@@ -124,7 +124,7 @@ def test_only_texts_never_seen_run_through_the_backbone(tmp_path):
 def test_head_evaluation_reads_the_body_from_the_cache_and_matches_the_model(tiny_st_model):
     from sentence_transformers import SentenceTransformer
 
-    from tunewise.strategies.head import CachedHeadEncoder, body_and_head
+    from tunewise.strategies.head.pooled_text import CachedHeadEncoder, body_and_head
     from tunewise.tasks.embedding import EmbeddingTask
 
     model = EmbeddingTask().add_head(SentenceTransformer(tiny_st_model, device="cpu"), 16)
@@ -156,7 +156,7 @@ def test_head_rejects_losses_it_cannot_train_on_features():
 
 
 def test_cache_off_reruns_the_backbone_every_epoch_and_learns_the_same(head_runs, tiny_st_model, monkeypatch):
-    from tunewise.strategies import head
+    from tunewise.strategies.head import pooled_text as head
 
     first, _, pairs, tmp = head_runs
     calls = []

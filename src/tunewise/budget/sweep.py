@@ -29,8 +29,9 @@ from typing import Any
 
 from rich.console import Console
 
+from tunewise.budget.advice import check_price_per_hour
 from tunewise.budget.grid import MIN_POINTS, check_grid, default_grid, nested_subsets
-from tunewise.budget.roi import BudgetPoint
+from tunewise.budget.roi import BudgetPoint, check_knee_drop
 from tunewise.budget.store import ResultStore, config_fingerprint
 from tunewise.budget.timecurve import CurvePoint, TimeCurveCallback
 from tunewise.config import RunConfig
@@ -94,42 +95,45 @@ _PRETRAINED: dict[tuple, Any] = {}
 def _pretrained(task: Any, cfg: RunConfig, device: str, strategy: Any) -> Any:
     """A fresh pre-trained model for one point.
 
-    A strategy that never changes the pre-trained weights (``head``) gives ``reuse_pretrained``:
-    the model is then loaded once per process and each point gets a fresh model from it.
+    A strategy that never changes the pre-trained weights (``head``) reuses the pre-trained
+    model: it is then loaded once per process and each point gets a fresh model from it.
     """
-    reuse = getattr(strategy, "reuse_pretrained", None)
-    if reuse is None:
+    from tunewise.strategies.base import reuses_pretrained
+
+    if not reuses_pretrained(strategy):
         return task.load_model(cfg, device)
     key = (cfg.task, cfg.model, device)
     if key not in _PRETRAINED:
         _PRETRAINED.clear()  # one model at a time
         _PRETRAINED[key] = task.load_model(cfg, device)
-    return reuse(_PRETRAINED[key], task, cfg)
+    return strategy.reuse_pretrained(_PRETRAINED[key], task, cfg)
 
 
 def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_before: float, device: str,
             emit: Callable[[BudgetPoint], None]) -> None:
     """Train one job from a fresh pre-trained model and ``emit`` each finished point.
 
-    Follows :func:`tunewise.run.fit`: strategy ``prepare``, then its ``train`` hook or the
-    task's training with the strategy's param groups and callbacks.
+    Follows :func:`tunewise.run.fit`: strategy ``prepare``, then
+    :func:`tunewise.run.train_with_strategy` (the strategy's own training, or the task's with
+    the strategy's param groups and callbacks).
     """
-    from tunewise.run import _train_with_strategy
-    from tunewise.tasks.progress import hidden_bars
+    from tunewise.run import no_weight_bars, train_with_strategy
     from tunewise.strategies import resolve_strategy
     from tunewise.strategies.base import eval_model
+    from tunewise.tasks.base import HasInitHead
 
     primary = cfg.eval.primary
     run_cfg = point_config(cfg, job.seed, job.epochs if job.kind == "time" else None)
     strategy, options = resolve_strategy(run_cfg)
     subset = task.subset(data, list(job.indices))
-    with hidden_bars("transformers"):  # one weight-loading bar per point would bury the sweep's own progress
+    with no_weight_bars():  # one weight-loading bar per point would bury the sweep's own progress
         model = _pretrained(task, run_cfg, device, strategy)
     # As in fit: a classifier starts from the linear probe fitted on its (subset of) training items;
     # that pass over the items is part of what the budget costs, so it counts as training time.
-    init_head = getattr(task, "init_head", None)
-    probe_seconds = init_head(model, subset, run_cfg) if init_head is not None and run_cfg.classify.init_head else 0.0
-    with hidden_bars("transformers"):  # qlora re-loads the weights in 4-bit
+    probe_seconds = 0.0
+    if isinstance(task, HasInitHead) and run_cfg.classify.init_head:
+        probe_seconds = task.init_head(model, subset, run_cfg)
+    with no_weight_bars():  # qlora re-loads the weights in 4-bit
         model = strategy.prepare(model, task, options, run_cfg)
     base = {"strategy": run_cfg.strategy_name, "device": device}
     with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as workdir:
@@ -143,11 +147,11 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
             curve = TimeCurveCallback(task, eval_model(strategy, model, task, options, run_cfg), subset, run_cfg,
                                       eval_steps=job.eval_steps, on_point=on_curve)
             curve.start()
-            _train_with_strategy(strategy, options, task, model, subset, run_cfg,
-                                 workdir=Path(workdir), callbacks=[curve])
+            train_with_strategy(strategy, options, task, model, subset, run_cfg,
+                                workdir=Path(workdir), callbacks=[curve])
             return
-        stats, _ = _train_with_strategy(strategy, options, task, model, subset, run_cfg,
-                                        workdir=Path(workdir), callbacks=None)
+        stats, _ = train_with_strategy(strategy, options, task, model, subset, run_cfg,
+                                       workdir=Path(workdir), callbacks=None)
     after = task.evaluate(eval_model(strategy, model, task, options, run_cfg), subset, run_cfg)
     emit(BudgetPoint(job.size, job.seed, metric_before, float(after.metrics[primary]), float(stats.seconds) + probe_seconds,
                      float(after.seconds), extra={**base, "steps": stats.steps, "epochs": stats.epochs,
@@ -219,17 +223,23 @@ def plan_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultSt
     return jobs, reused
 
 
+def _check_options(*, price_per_hour, target, drop) -> None:
+    """Options that need neither the data nor the grid: checked before anything is read."""
+    check_price_per_hour(price_per_hour)
+    if target is not None and not (isinstance(target, (int, float)) and 0 <= target <= 1):
+        hint = f" (for {target:g}% write {target / 100:g})" if isinstance(target, (int, float)) and 1 < target <= 100 else ""
+        raise TunewiseError(f"--target: must be a metric value in [0, 1]; got {target}{hint}")
+    check_knee_drop(drop)
+
+
 def _check_report_options(plan: SweepPlan, *, target, forecast_sizes, validate) -> None:
-    """Fail before any training when the report cannot do what was asked."""
+    """Fail before any training when the report cannot do what was asked of the grid."""
     wants = [name for name, on in (("--target", target is not None), ("--forecast-sizes", bool(forecast_sizes)),
                                    ("--validate", validate)) if on]
     if wants and len(plan.sizes) < MIN_POINTS:
         raise TunewiseError(f"--sizes: {wants[0]} needs a forecast, which needs at least {MIN_POINTS} grid sizes; "
                             f"got {len(plan.sizes)} ({', '.join(map(str, plan.sizes))}). Add sizes, e.g. "
                             "--sizes 25,50,100,200")
-    if target is not None and not (isinstance(target, (int, float)) and 0 <= target <= 1):
-        hint = f" (for {target:g}% write {target / 100:g})" if isinstance(target, (int, float)) and 1 < target <= 100 else ""
-        raise TunewiseError(f"--target: must be a metric value in [0, 1]; got {target}{hint}")
     if forecast_sizes:
         limit = 10 * plan.sizes[-1]
         if bad := [s for s in forecast_sizes if not 1 <= int(s) <= limit]:
@@ -299,22 +309,18 @@ def run_budget(
     from tunewise.budget.backends import get_backend
     from tunewise.budget.results import build_result
     from tunewise.models.loading import pick_device
-    from tunewise.run import _quiet_libraries, as_config
-    from tunewise.strategies import resolve_strategy
-    from tunewise.tasks import TASKS
+    from tunewise.run import as_config, check_config, evaluate_before, no_weight_bars, quiet_libraries
 
     wall = time.perf_counter()
     cfg = as_config(config, overrides)
     console = console or Console(stderr=True)
     runner = get_backend(backend, address=ray_address)  # Ray missing fails before any work
-    if price_per_hour is not None and not price_per_hour >= 0:
-        raise TunewiseError(f"--price-per-hour: must be 0 or more; got {price_per_hour}")
+    _check_options(price_per_hour=price_per_hour, target=target, drop=drop)
     out = Path(output_dir if output_dir is not None else f"{str(cfg.output_dir).rstrip('/')}-budget").expanduser()
     if out.exists() and not out.is_dir():
         raise TunewiseError(f"--output-dir: {out} is a file; choose a folder path")
-    _quiet_libraries()
-    task = TASKS.get(cfg.task)()
-    resolve_strategy(cfg)  # unknown strategy or options fail before data is read
+    quiet_libraries()
+    task, strategy, options = check_config(cfg)  # as fit: bad task or strategy options fail before data is read
     data = task.prepare_data(cfg)
     n = task.n_train(data)
     plan = plan_sweep(n, cfg, sizes=sizes, seeds=seeds, time_size=time_size, epochs=epochs,
@@ -341,19 +347,9 @@ def run_budget(
                       + (f"; time curve at {plan.time_size} items over {plan.time_epochs:g} epochs"
                          if plan.time_size else ""))
         with console.status("evaluating the pre-trained model"):
-            from tunewise.tasks.progress import hidden_bars
-
-            with hidden_bars("transformers"):
+            with no_weight_bars():
                 model = task.load_model(cfg, device)
-            baseline = getattr(task, "baseline", None)
-            if baseline is not None:
-                result = baseline(model, data, cfg)
-            else:  # head: the pre-trained model is the frozen body, so this fills the feature cache
-                from tunewise.strategies import resolve_strategy
-                from tunewise.strategies.base import eval_model
-
-                strategy, options = resolve_strategy(cfg)
-                result = task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg)
+            result = evaluate_before(task, model, data, cfg, strategy, options)
             del model
         before = float(result.metrics[primary])
         console.print(f"  before: {primary} = {before:.4f} ({result.seconds:.1f} s)")

@@ -11,8 +11,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from tunewise.cli._errors import handle_errors
+from tunewise.cli._errors import OneLineErrorGroup, handle_errors
 from tunewise.cli.render import show_run
+from tunewise.demos import DEFAULT_DEMO, DEMOS, run_demo
 
 app = typer.Typer(
     name="tunewise",
@@ -20,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrorGroup,  # the parser's errors are one line too
 )
 console = Console()
 
@@ -96,13 +98,10 @@ def evaluate(
     console.print(f"{held_out}; {result['seconds']:.1f} s")
 
 
-DEMO_TASKS = ("embedding", "classification", "image-search", "image-classification", "llm")
-
-
 @app.command()
 @handle_errors
 def demo(
-    task: str = typer.Option("embedding", "--task", "-t", help=f"Which demo: {', '.join(DEMO_TASKS)}."),
+    task: str = typer.Option(DEFAULT_DEMO, "--task", "-t", help=f"Which demo: {', '.join(DEMOS.names())}."),
     budget: bool = typer.Option(False, "--budget", help="Run the budget planner's data and time sweep on the demo instead."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="With --budget: repeats per size (default 3)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Output folder (replaced if it exists)."),
@@ -111,39 +110,16 @@ def demo(
     overrides: Optional[list[str]] = SetOpt,
 ) -> None:
     """Fine-tune a packaged model on packaged data and show before/after (default: MiniLM on the Swedish FAQ)."""
-    from tunewise.errors import TunewiseError, did_you_mean
-    from tunewise.run import fit as run_fit
+    from tunewise.errors import TunewiseError
 
-    if task not in DEMO_TASKS:
-        raise TunewiseError(f"--task: unknown demo '{task}'{did_you_mean(task, DEMO_TASKS)}; choose one of: {', '.join(DEMO_TASKS)}")
-    if lang not in (None, "sv", "en"):
-        raise TunewiseError(f"--lang: use sv or en, got '{lang}'")
     if seeds is not None and not budget:
         raise TunewiseError("--seeds: only with --budget")
     if budget:
-        from tunewise.cli.budget import demo_sweep, task_demo_sweep
+        from tunewise.cli.budget import demo_sweep
 
-        if task == "embedding":
-            demo_sweep(output_dir or "runs/demo-budget", lang or "sv", overrides, seeds=seeds, price_per_hour=price_per_hour)
-        else:
-            task_demo_sweep(task, output_dir, lang, overrides, seeds=seeds, price_per_hour=price_per_hour)
+        demo_sweep(task, output_dir, lang, overrides, seeds=seeds, price_per_hour=price_per_hour)
         return
-    if task == "embedding":
-        from tunewise.demo import demo_config
-
-        cfg = demo_config(output_dir or "runs/demo", lang=lang or "sv", overrides=overrides)
-        console.print(f"[bold]tunewise demo[/]: all-MiniLM-L6-v2 on the construction FAQ ({lang or 'sv'}), questions -> answers")
-    elif task == "llm":
-        from tunewise.demos_llm import llm_demo_config
-
-        cfg = llm_demo_config(output_dir or "runs/demo-llm", lang=lang or "en", overrides=overrides)
-        console.print(f"[bold]tunewise demo --task llm[/]: SmolLM2-135M-Instruct ({cfg.strategy_name}) learns to answer as a JSON object")
-    else:
-        from tunewise.demos_tasks import task_demo_config
-
-        cfg = task_demo_config(task, output_dir, lang=lang or "sv", overrides=overrides)
-        console.print(f"[bold]tunewise demo --task {task}[/]")
-    result = run_fit(cfg, console=console)
+    result = run_demo(task, output_dir=output_dir, lang=lang, overrides=overrides, console=console)
     show_run(console, result.metrics, str(result.output_dir))
 
 

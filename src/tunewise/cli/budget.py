@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -62,19 +63,18 @@ def _progress(quiet: bool) -> Iterator:
     try:
         yield update
     finally:
-        bar.stop()
+        if task is not None:  # a stopped bar that never started still prints a blank line
+            bar.stop()
 
 
-def _sweep(cfg, out: Optional[str], *, quiet: bool, as_json: bool, **kwargs) -> None:
-    from tunewise.budget import run_budget
+def _sweep(run: Callable[..., Any], target: str, *, quiet: bool, as_json: bool) -> None:
+    """Call ``run(console=, progress=)`` (a budget sweep into ``target``) with a progress bar, and show its result."""
     from tunewise.errors import TunewiseError
 
-    target = out or f"{str(cfg.output_dir).rstrip('/')}-budget"
     try:
         with _sigterm_as_interrupt(), _progress(quiet or as_json) as progress, \
                 contextlib.redirect_stdout(sys.stderr):  # library chatter must not mix with --json
-            result = run_budget(cfg, output_dir=target, console=Console(stderr=True, quiet=as_json),
-                                progress=progress, **kwargs)
+            result = run(console=Console(stderr=True, quiet=as_json), progress=progress)
     except KeyboardInterrupt:
         raise TunewiseError(f"interrupted; every finished point is kept in {target}/results.jsonl: rerun the same "
                             "command to run only the missing points") from None
@@ -87,7 +87,7 @@ def _sweep(cfg, out: Optional[str], *, quiet: bool, as_json: bool, **kwargs) -> 
 def _show(result) -> None:
     from rich.table import Table
 
-    from tunewise.budget.roi import gain_name, gain_text
+    from tunewise.budget.advice import gain_name, gain_text
 
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
@@ -153,16 +153,19 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of tables."),
     ) -> None:
         """Measure what more labeled data and training time buy; write an HTML report."""
+        from tunewise.budget import run_budget
         from tunewise.config import load_config
 
         values = {k: v for k, v in {"data.train": train, "model": model, "strategy.name": strategy,
                                     "train.loss": loss, "train.batch_size": batch_size,
                                     "train.learning_rate": learning_rate, "seed": seed}.items() if v is not None}
         cfg = load_config(config, overrides, values=values)
-        _sweep(cfg, output_dir, quiet=False, as_json=as_json, sizes=_sizes(sizes), seeds=seeds, time_size=time_size,
-               epochs=epochs, eval_steps=eval_steps, time_sweep=not no_time, backend=backend,
-               ray_address=ray_address, price_per_hour=price_per_hour, target=target,
-               forecast_sizes=_sizes(forecast_sizes), validate=validate, drop=knee_drop, fresh=fresh)
+        out = output_dir or f"{str(cfg.output_dir).rstrip('/')}-budget"
+        _sweep(functools.partial(
+            run_budget, cfg, output_dir=out, sizes=_sizes(sizes), seeds=seeds, time_size=time_size, epochs=epochs,
+            eval_steps=eval_steps, time_sweep=not no_time, backend=backend, ray_address=ray_address,
+            price_per_hour=price_per_hour, target=target, forecast_sizes=_sizes(forecast_sizes), validate=validate,
+            drop=knee_drop, fresh=fresh), out, quiet=False, as_json=as_json)
 
     @app.command("demo-budget")
     @handle_errors
@@ -176,35 +179,23 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Dotted override (repeatable)."),
     ) -> None:
         """Budget sweep of the packaged MiniLM on the packaged FAQ (the `tunewise demo` data)."""
-        demo_sweep(output_dir, lang, overrides, seeds=seeds, backend=backend, price_per_hour=price_per_hour, fresh=fresh)
+        from tunewise.demos import DEFAULT_DEMO
+
+        demo_sweep(DEFAULT_DEMO, output_dir, lang, overrides, seeds=seeds, backend=backend,
+                   price_per_hour=price_per_hour, fresh=fresh)
 
 
-def demo_sweep(output_dir: str, lang: str, overrides: Optional[list[str]], *, seeds: Optional[int] = None,
-               backend: str = "local", price_per_hour: Optional[float] = None, fresh: bool = False) -> None:
-    """Run and show the budget demo (``tunewise demo --budget`` and ``tunewise demo-budget``)."""
-    from tunewise.demos_budget import DEMO_SWEEP, budget_demo_config
-    from tunewise.errors import TunewiseError
+def demo_sweep(name: str, output_dir: Optional[str], lang: Optional[str], overrides: Optional[list[str]], *,
+               seeds: Optional[int] = None, **options: Any) -> None:
+    """Run and show a demo's budget sweep (``tunewise demo --task NAME --budget`` and ``tunewise demo-budget``).
 
-    if lang not in ("sv", "en"):
-        raise TunewiseError(f"--lang: use sv or en, got '{lang}'")
-    cfg = budget_demo_config(output_dir, lang=lang, overrides=overrides)
-    console.print(f"[bold]tunewise budget demo[/]: all-MiniLM-L6-v2 on the construction FAQ ({lang})")
-    sweep = {**DEMO_SWEEP, **({"seeds": seeds} if seeds is not None else {})}
-    _sweep(cfg, output_dir, quiet=False, as_json=False, backend=backend, price_per_hour=price_per_hour,
-           fresh=fresh, **sweep)
+    ``options`` are :func:`tunewise.budget.run_budget` arguments (backend, price_per_hour, fresh).
+    """
+    from tunewise.demos import DEMOS, run_demo
 
-
-def task_demo_sweep(task: str, output_dir: Optional[str], lang: Optional[str], overrides: Optional[list[str]], *,
-                    seeds: Optional[int] = None, price_per_hour: Optional[float] = None) -> None:
-    """``tunewise demo --task TASK --budget``: the default sweep on that task's packaged demo."""
-    if task == "llm":
-        from tunewise.demos_llm import llm_demo_config
-
-        cfg = llm_demo_config(output_dir or "runs/demo-llm-budget", lang=lang or "en", overrides=overrides)
-    else:
-        from tunewise.demos_tasks import task_demo_config
-
-        cfg = task_demo_config(task, output_dir or f"runs/demo-{task}-budget", lang=lang or "sv", overrides=overrides)
-    console.print(f"[bold]tunewise budget demo[/]: task {task}")
-    _sweep(cfg, cfg.output_dir, quiet=False, as_json=False, price_per_hour=price_per_hour,
-           **({"seeds": seeds} if seeds is not None else {}))
+    target = output_dir or DEMOS.get(name).folder(budget=True)
+    sweep = {**options, **({"seeds": seeds} if seeds is not None else {})}
+    banner = Console(file=sys.stdout)  # the banner stays on stdout; the sweep's messages go to stderr
+    _sweep(lambda console, progress: run_demo(
+        name, budget=True, output_dir=target, lang=lang, overrides=overrides, console=banner,
+        sweep={**sweep, "console": console, "progress": progress}), target, quiet=False, as_json=False)

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         values = {k: v for k, v in {"data.train": train, "model": model, "train.epochs": epochs,
                                     "overwrite": overwrite or None}.items() if v is not None}
         if demo:
-            from tunewise.demo import demo_config
+            from tunewise.demos import demo_config
 
             cfg = demo_config(output_dir, overrides=[*(f"{k}={v}" for k, v in values.items()), *(overrides or [])])
             cfg.overwrite = overwrite

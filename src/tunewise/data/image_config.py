@@ -4,7 +4,6 @@ and the image-search head and losses (read by the image tasks and CLIP)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from tunewise.config import register_section
 from tunewise.errors import TunewiseError, did_you_mean

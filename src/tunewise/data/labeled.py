@@ -167,19 +167,32 @@ def read_text_labeled(cfg: DataConfig) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-class LabeledTaskData:
-    """The data methods a task over :class:`LabeledData` shares (text/image classification, image search)."""
+# The data half of the Task contract for tasks over LabeledData (text/image classification,
+# image search): the tasks take these functions as their methods (composition, no base class).
 
-    def data_report(self, data: LabeledData) -> dict[str, Any]:
-        return data.report
 
-    def n_train(self, data: LabeledData) -> int:
-        return len(data.train)
+def labeled_report(data: LabeledData) -> dict[str, Any]:
+    """Task.data_report for LabeledData."""
+    return data.report
 
-    def subset(self, data: LabeledData, indices: list[int]) -> LabeledData:
-        """The training items at ``indices`` (a budget-sweep point); evaluation data unchanged."""
-        import dataclasses
 
-        report = {**data.report, "train_examples": len(indices)}
-        return dataclasses.replace(data, train=[data.train[i] for i in indices],
-                                   train_labels=[data.train_labels[i] for i in indices], report=report)
+def labeled_n_train(data: LabeledData) -> int:
+    """Task.n_train for LabeledData."""
+    return len(data.train)
+
+
+def labeled_subset(data: LabeledData, indices: list[int]) -> LabeledData:
+    """Task.subset for LabeledData: the training items at ``indices`` (a budget-sweep point); evaluation data unchanged."""
+    import dataclasses
+
+    report = {**data.report, "train_examples": len(indices)}
+    return dataclasses.replace(data, train=[data.train[i] for i in indices],
+                               train_labels=[data.train_labels[i] for i in indices], report=report)
+
+
+def labeled_chance(data: LabeledData, config: Any) -> dict[str, float]:
+    """Task.chance for classifiers: always predicting the majority evaluation class."""
+    from tunewise.evaluate.chance import majority_share
+
+    share = majority_share(data.eval_labels)
+    return {} if share is None else {"accuracy": share}

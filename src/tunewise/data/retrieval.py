@@ -14,7 +14,6 @@ import random
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tunewise.config import DataConfig

@@ -1,7 +1,7 @@
 """Classification metrics over true and predicted class indices.
 
-Pure functions, no torch, no scikit-learn: labels are integer class indices ``0..n-1``.
-Conventions follow scikit-learn (``sklearn.metrics``) exactly, which the tests check:
+Thin wrappers over ``sklearn.metrics`` (a core dependency): labels are integer class indices
+``0..n-1``. The conventions are scikit-learn's; the tests pin them with hand-derived cases:
 
 * ``precision`` of a class is TP / (TP + FP) and 0 when the class was never predicted
   (scikit-learn ``zero_division=0``); ``recall`` is TP / (TP + FN) and 0 for a class absent
@@ -41,24 +41,25 @@ def _check(y_true: Sequence[int], y_pred: Sequence[int]) -> None:
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> list[list[int]]:
-    """Counts ``m[t][p]`` of items of true class ``t`` predicted as ``p``.
+    """Counts ``m[t][p]`` of items of true class ``t`` predicted as ``p`` (scikit-learn's orientation).
 
     Args:
         y_true: true class indices.
         y_pred: predicted class indices, same length.
         n_classes: size of the (square) matrix; indices must be below it.
     """
+    from sklearn import metrics
+
     _check(y_true, y_pred)
-    matrix = [[0] * n_classes for _ in range(n_classes)]
-    for t, p in zip(y_true, y_pred):
-        matrix[t][p] += 1
-    return matrix
+    return metrics.confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist()
 
 
 def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """Share of items whose prediction equals the true label."""
+    from sklearn import metrics
+
     _check(y_true, y_pred)
-    return sum(t == p for t, p in zip(y_true, y_pred)) / len(y_true)
+    return float(metrics.accuracy_score(y_true, y_pred))
 
 
 def per_class(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> list[dict[str, float]]:
@@ -67,17 +68,13 @@ def per_class(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> l
     Returns:
         One ``{"precision", "recall", "f1", "support"}`` dict per class index.
     """
-    m = confusion_matrix(y_true, y_pred, n_classes)
-    out = []
-    for c in range(n_classes):
-        tp = m[c][c]
-        predicted = sum(m[t][c] for t in range(n_classes))
-        support = sum(m[c])
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out.append({"precision": precision, "recall": recall, "f1": f1, "support": support})
-    return out
+    from sklearn import metrics
+
+    _check(y_true, y_pred)
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(n_classes)), average=None, zero_division=0)
+    return [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for p, r, f, s in zip(precision, recall, f1, support)]
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> dict[str, float]:
@@ -86,14 +83,14 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], n_class
     Returns:
         ``{"accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1"}``.
     """
-    rows = per_class(y_true, y_pred, n_classes)
-    present = sorted(set(y_true) | set(y_pred))  # scikit-learn's labels=None
-    n = len(present)
-    total = sum(r["support"] for r in rows)
+    from sklearn import metrics
+
+    _check(y_true, y_pred)
+    macro = metrics.precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
     return {
         "accuracy": accuracy(y_true, y_pred),
-        "macro_f1": sum(rows[c]["f1"] for c in present) / n,
-        "macro_precision": sum(rows[c]["precision"] for c in present) / n,
-        "macro_recall": sum(rows[c]["recall"] for c in present) / n,
-        "weighted_f1": sum(r["f1"] * r["support"] for r in rows) / total,
+        "macro_f1": float(macro[2]),
+        "macro_precision": float(macro[0]),
+        "macro_recall": float(macro[1]),
+        "weighted_f1": float(metrics.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
     }

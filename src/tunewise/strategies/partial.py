@@ -15,24 +15,33 @@ from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
 from tunewise.strategies.base import DEFAULT_LR, STRATEGIES, backbone_of, head_modules_of
 from tunewise.strategies.layers import layer_map, n_frozen_layers
-from tunewise.strategies.schedule import ScheduleOptions, param_groups, prepare_head, schedule_callbacks
+from tunewise.strategies.options import WiseFTOptions, part
+from tunewise.strategies.schedule import ScheduleOptions, callbacks_hook, param_groups_hook, prepare_head
 
 
 @dataclass
-class PartialOptions(ScheduleOptions):
-    """Freeze the embeddings and the bottom layers."""
+class FreezeOptions:
+    """Which bottom layers stay frozen."""
 
     frozen_layers: int | None = field(default=None, metadata={"help": "Freeze the embeddings and this many bottom layers (0..depth)."})
     frozen_fraction: float | None = field(default=None, metadata={"help": "Or: freeze this share of the layers, in [0, 1] (default 0.5)."})
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.frozen_layers is not None and self.frozen_fraction is not None:
             raise TunewiseError("strategy.frozen_layers and strategy.frozen_fraction: give one of them, not both")
         if self.frozen_layers is not None and self.frozen_layers < 0:
             raise TunewiseError(f"strategy.frozen_layers: must be 0 or more, got {self.frozen_layers}")
         if self.frozen_fraction is not None and not 0.0 <= self.frozen_fraction <= 1.0:
             raise TunewiseError(f"strategy.frozen_fraction: must be in [0, 1], got {self.frozen_fraction}")
+
+
+@dataclass
+class PartialOptions:
+    """Freeze the embeddings and the bottom layers; the rest trains with the shared learning-rate options."""
+
+    schedule: ScheduleOptions = part(ScheduleOptions)
+    wiseft: WiseFTOptions = part(WiseFTOptions)
+    freeze: FreezeOptions = part(FreezeOptions)
 
 
 @STRATEGIES.register("partial")
@@ -45,8 +54,8 @@ class PartialStrategy:
     def prepare(model: Any, task: Any, options: PartialOptions, config: RunConfig) -> Any:
         backbone = backbone_of(task, model)
         lm = layer_map(backbone)
-        n = n_frozen_layers(lm.depth, options.frozen_layers, options.frozen_fraction)
-        model = prepare_head(model, task, options)
+        n = n_frozen_layers(lm.depth, options.freeze.frozen_layers, options.freeze.frozen_fraction)
+        model = prepare_head(model, task, options.schedule)
         for p in task.modules(model).parameters():
             p.requires_grad_(True)
         frozen = set(lm.embeddings) | {name for block in lm.blocks[:n] for name in block}
@@ -60,5 +69,5 @@ class PartialStrategy:
             )
         return model
 
-    param_groups = staticmethod(param_groups)
-    callbacks = staticmethod(schedule_callbacks)
+    param_groups = staticmethod(param_groups_hook)
+    callbacks = staticmethod(callbacks_hook)

@@ -26,23 +26,31 @@ from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
 from tunewise.strategies.base import ADAPTER_LR, STRATEGIES, backbone_of
 from tunewise.strategies.lora import LoraOptions, save_lora, set_backbone, wrap_with_lora
-from tunewise.strategies.schedule import param_groups, schedule_callbacks
+from tunewise.strategies.options import part
+from tunewise.strategies.schedule import callbacks_hook, param_groups_hook
 
 _DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
 @dataclass
-class QLoraOptions(LoraOptions):
-    """LoRA over a 4-bit NF4 base."""
+class QuantOptions:
+    """How the frozen base is quantized (bitsandbytes NF4)."""
 
     compute_dtype: str = field(default="auto", metadata={"help": "Dtype of the 4-bit matmuls: auto (bf16 where the GPU or CPU "
                                                                 "has bf16 arithmetic, else fp16 on GPU, fp32 on CPU), bf16, fp16 or fp32."})
     double_quant: bool = field(default=True, metadata={"help": "Quantize the quantization constants too (saves ~0.4 bit/param)."})
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.compute_dtype not in _DTYPES:
             raise TunewiseError(f"strategy.compute_dtype: use auto, bf16, fp16 or fp32, got '{self.compute_dtype}'")
+
+
+@dataclass
+class QLoraOptions(LoraOptions):
+    """LoRA over a 4-bit NF4 base: every LoRA option and rule, plus the quantization part
+    (one level of inheritance: see :mod:`tunewise.strategies.options`)."""
+
+    quant: QuantOptions = part(QuantOptions)
 
 
 def is_bitsandbytes_available() -> bool:
@@ -82,7 +90,7 @@ def check_qlora(options: QLoraOptions, config: RunConfig) -> None:
                                 'pip install -U "bitsandbytes>=0.50", or use strategy: lora')
 
 
-def compute_dtype(options: QLoraOptions, device: Any) -> Any:
+def compute_dtype(options: QuantOptions, device: Any) -> Any:
     """The dtype of the 4-bit matmuls: the option, or for auto the fastest one the device has."""
     import torch
 
@@ -96,7 +104,7 @@ def compute_dtype(options: QLoraOptions, device: Any) -> Any:
     return torch.bfloat16 if has_avx512bf16() else torch.float32
 
 
-def load_4bit(model_class: Any, source: str, device: Any, options: QLoraOptions) -> Any:
+def load_4bit(model_class: Any, source: str, device: Any, options: QuantOptions) -> Any:
     """``model_class.from_pretrained(source)`` with its linear layers in 4-bit NF4 on ``device``,
     prepared for adapter training (peft's ``prepare_model_for_kbit_training``)."""
     import torch
@@ -118,7 +126,7 @@ def load_4bit(model_class: Any, source: str, device: Any, options: QLoraOptions)
     return prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False)
 
 
-def quantize_backbone(model: Any, task: Any, options: QLoraOptions) -> Any:
+def quantize_backbone(model: Any, task: Any, options: QuantOptions) -> Any:
     """Re-load the task's backbone from its folder in 4-bit NF4 on its device.
 
     The backbone's own class re-loads it (``LlamaForCausalLM`` keeps its LM head, ``BertModel``
@@ -139,12 +147,12 @@ class QLoraStrategy:
 
     @staticmethod
     def prepare(model: Any, task: Any, options: QLoraOptions, config: RunConfig) -> Any:
-        model = quantize_backbone(model, task, options)
+        model = quantize_backbone(model, task, options.quant)
         return wrap_with_lora(model, task, options)
 
     @staticmethod
     def save(model: Any, task: Any, path: Path, options: QLoraOptions, config: RunConfig) -> None:
         save_lora(model, task, path, options, config, strategy="qlora")
 
-    param_groups = staticmethod(param_groups)
-    callbacks = staticmethod(schedule_callbacks)
+    param_groups = staticmethod(param_groups_hook)
+    callbacks = staticmethod(callbacks_hook)

@@ -10,7 +10,8 @@
   arXiv:1801.06146).
 
 All of it goes through the Trainer: param groups become the optimizer the Trainer steps and
-schedules; unfreezing is a :class:`transformers.TrainerCallback`.
+schedules; unfreezing is a :class:`transformers.TrainerCallback`. The options are the
+``schedule`` part of those strategies' options (:mod:`tunewise.strategies.options`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
-from tunewise.strategies.base import backbone_of, head_modules_of
+from tunewise.strategies.base import add_head, backbone_of, head_modules_of
 from tunewise.strategies.layers import layer_map
 
 
@@ -34,9 +35,6 @@ class ScheduleOptions:
     unfreeze_every: int | None = field(default=None, metadata={"help": "Gradual unfreezing: one more layer group from the top every N epochs (or steps)."})
     unfreeze_unit: str = field(default="epoch", metadata={"help": "epoch or steps: what unfreeze_every counts."})
     head_dim: int | None = field(default=None, metadata={"help": "Add a new trainable projection head with this output dimension."})
-    interpolate: list[float] | None = field(default=None, metadata={"help": "WiSE-FT: after training, evaluate these blends alpha in [0, 1] of base and fine-tuned weights."})
-    max_forgetting: float = field(default=0.05, metadata={"help": "WiSE-FT: largest allowed relative drop on the general-domain set (0.05 = 5 %)."})
-    general_data: str | None = field(default=None, metadata={"help": "WiSE-FT: general-domain pairs file (default: the packaged English FAQ)."})
 
     def __post_init__(self) -> None:
         for name in ("head_lr", "backbone_lr"):
@@ -53,18 +51,10 @@ class ScheduleOptions:
             raise TunewiseError("strategy.unfreeze_unit: set strategy.unfreeze_every too (e.g. unfreeze_every: 50)")
         if self.head_dim is not None and self.head_dim < 1:
             raise TunewiseError(f"strategy.head_dim: must be at least 1, got {self.head_dim}")
-        if not 0.0 <= self.max_forgetting <= 1.0:
-            raise TunewiseError(f"strategy.max_forgetting: must be in [0, 1] (0.05 = 5 % drop), got {self.max_forgetting}")
-        if self.interpolate is not None:
-            from tunewise.strategies.interpolate import check_alphas
-
-            self.interpolate = check_alphas(self.interpolate, option="strategy.interpolate")
 
 
 def prepare_head(model: Any, task: Any, options: ScheduleOptions) -> Any:
     """Add the head asked for with ``head_dim``; check that ``head_lr`` has a head to act on."""
-    from tunewise.strategies.base import add_head
-
     if options.head_dim is not None:
         model = add_head(task, model, options.head_dim)
     if options.head_lr is not None and not any(p.numel() for m in head_modules_of(task, model) for p in m.parameters()):
@@ -191,3 +181,17 @@ def schedule_callbacks(model: Any, task: Any, options: ScheduleOptions, config: 
     if options.unfreeze_every is None:
         return []
     return [make_unfreezing_callback(model, task, options)]
+
+
+# The HasParamGroups and HasCallbacks hooks (tunewise.strategies.base) of every strategy whose
+# options have a ``schedule`` part: full, partial, lora, qlora.
+
+
+def param_groups_hook(model: Any, task: Any, options: Any, config: RunConfig) -> list[dict[str, Any]] | None:
+    """``param_groups`` of a strategy whose options have a ``schedule`` part."""
+    return param_groups(model, task, options.schedule, config)
+
+
+def callbacks_hook(model: Any, task: Any, options: Any, config: RunConfig) -> list:
+    """``callbacks`` of a strategy whose options have a ``schedule`` part."""
+    return schedule_callbacks(model, task, options.schedule, config)

@@ -27,10 +27,12 @@ Optional capabilities are small :class:`typing.Protocol` classes below; callers 
 |---|---|---|---|
 | :class:`HasBaseline` | ``baseline(model, data, config)`` | the pre-trained model is evaluated as is | ``run.evaluate_before`` (fit, sweep, Ray worker) |
 | :class:`HasInitHead` | ``init_head(model, data, config)`` | budget points start from the loaded model | budget sweep |
-| :class:`HasBackbone` | ``backbone(model)``, ``set_backbone(model, b)``, ``head_modules(model)`` | the whole ``modules(model)`` is the backbone, no head | strategies (layers, LoRA, schedules) |
+| :class:`HasBackbone` | ``backbone(model)``, ``head_modules(model)`` | the whole ``modules(model)`` is the backbone, no head | strategies (layers, LoRA, schedules) |
+| :class:`SwapsBackbone` | ``set_backbone(model, b)`` | only a backbone that is the whole model can be swapped (else LoRA/QLoRA are refused) | lora, qlora |
 | :class:`CanAddHead` | ``add_head(model, dim, activation)`` | ``strategy.head_dim`` is refused | strategies |
-| :class:`HasModelSource` | ``model_source(config)`` | ``resolve_model(config.model)`` | qlora (re-loads in 4 bit) |
-| :class:`CachesFeatures` | ``feature_keys``, ``feature_batches``, ``preprocessing`` | ``head`` computes features without the per-input cache | head strategy |
+| :class:`HasModelSource` | ``model_source(config)`` | ``resolve_model(config.model)`` | lora, qlora (the adapter's base model) |
+| :class:`CachesFeatures` | ``feature_keys``, ``feature_batches``, ``preprocessing`` | none: the ``head`` kinds that cache per input (``classifier-inputs``, ``pooled-image``) need it | head strategy |
+| :class:`KnowsChance` | ``chance(data, config)`` | scores are not compared with chance | ``run.fit``: an after-score at or below chance is flagged in the output and the card |
 | :class:`ChecksConfig` | ``check_config(config)`` | nothing task-specific to check | ``run.check_config`` (fit, ``tunewise config``) before any data is read |
 """
 
@@ -65,11 +67,13 @@ class MemoryProfile:
     """How one training example of the task becomes memory (read by :mod:`tunewise.memory`).
 
     Args:
-        step: the estimator's model of a training step: ``embedding`` (texts encoded per
-            example, in-batch negatives), ``classification`` (one text, a class head),
-            ``causal_lm`` (one sequence, a vocabulary head) or ``image`` (one image, a head).
+        step: the estimator's model of a training step (:mod:`tunewise.memory.steps`):
+            ``contrastive`` (texts encoded per example, mean-pooled, in-batch negatives),
+            ``classifier`` (one text, a class head), ``lm`` (one sequence, the vocabulary
+            head), ``image`` (one image, a head) or ``image-text`` (an image and its caption
+            through two towers, contrastive over the batch, the towers' projections as head).
         texts_per_example: inputs encoded per example (None: the step's default: 2 for
-            ``embedding``, else 1); CLIP encodes one image and one caption.
+            ``contrastive``, else 1).
         sequence: where the sequence length comes from: ``texts`` (the longest training
             texts), ``lm`` (``llm.max_length`` or the longest encoded example), ``image``
             (``image.size``) or ``model`` (``train.max_seq_length`` or the model's limit).
@@ -120,6 +124,10 @@ class TaskSpec:
         default_model: what ``model:`` empty means, as shown in reports.
         lora_all_linear: LoRA/QLoRA adapt every linear layer of the blocks by default
             (else peft's per-architecture default, q and v).
+        general_domain: the general-domain set on which WiSE-FT (:mod:`tunewise.wiseft`,
+            ``strategy.interpolate``, ``tunewise interpolate``) measures what fine-tuning forgot:
+            ``text-pairs`` ((query, positive) pairs searched with the run's primary metric; the
+            saved model re-loads as a SentenceTransformer). None: WiSE-FT is refused.
     """
 
     name: str
@@ -134,6 +142,7 @@ class TaskSpec:
     memory: MemoryProfile | None = None
     default_model: str = "all-MiniLM-L6-v2 (packaged)"
     lora_all_linear: bool = False
+    general_domain: str | None = None
 
     @property
     def ranking(self) -> bool:
@@ -245,9 +254,14 @@ class HasBackbone(Protocol):
 
     def backbone(self, model: Any) -> Any: ...
 
-    def set_backbone(self, model: Any, backbone: Any) -> None: ...
-
     def head_modules(self, model: Any) -> list: ...
+
+
+@runtime_checkable
+class SwapsBackbone(Protocol):
+    """The backbone can be replaced inside the model (LoRA wraps it, QLoRA re-loads it in 4 bit)."""
+
+    def set_backbone(self, model: Any, backbone: Any) -> None: ...
 
 
 @runtime_checkable
@@ -280,6 +294,13 @@ class ChecksConfig(Protocol):
     """Task options (losses, metric cut-offs) checked before any data is read or any model loads."""
 
     def check_config(self, config: Any) -> None: ...
+
+
+@runtime_checkable
+class KnowsChance(Protocol):
+    """Chance levels of the task's metrics on this evaluation set (:mod:`tunewise.evaluate.chance`)."""
+
+    def chance(self, data: Any, config: Any) -> dict[str, float]: ...
 
 
 TASKS: Registry[type] = Registry("task", "task")

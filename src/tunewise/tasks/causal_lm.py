@@ -142,7 +142,7 @@ class CausalLMTask:
         default_strategy="lora",  # seed 003: adapters for LLMs
         refused={"head": "a causal LM's head is its vocabulary projection, tied to the input embeddings in small "
                          "LLMs, so no frozen backbone output can be cached; use lora (default), qlora, partial or full"},
-        memory=MemoryProfile(step="causal_lm", sequence="lm", arch_from="model"),
+        memory=MemoryProfile(step="lm", sequence="lm", arch_from="model"),
         default_model=PACKAGED_NAME,
         lora_all_linear=True,  # measured: q/v-only LoRA learned the format but no right answer
     )
@@ -318,6 +318,10 @@ class CausalLMTask:
         model.save_pretrained(str(path), safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(path))
+
+    def chance(self, data: CausalLMData, config: RunConfig) -> dict[str, float]:
+        """A model that has learned nothing gets no held-out answer exactly right."""
+        return {"exact_match": 0.0}
 
     def card_info(self, data: CausalLMData) -> dict[str, str]:
         """Model card fields: how to load the adapter or model, and what it was scored on."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunewise.config import register_section
-from tunewise.errors import TunewiseError, did_you_mean
+from tunewise.errors import TunewiseError
 
 @dataclass
 class LLMConfig:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from tunewise.config import RunConfig
-from tunewise.data.labeled import LabeledData, LabeledTaskData, read_text_labeled, split_labeled
+from tunewise.data.labeled import LabeledData, labeled_chance, labeled_n_train, labeled_report, labeled_subset, read_text_labeled, split_labeled
 from tunewise.errors import TunewiseError
 from tunewise.models.loading import load_errors, resolve_model
 from tunewise.outputs import write_json
@@ -63,14 +63,19 @@ def load_text_classifier(name: str | None, classes: list[str], device: str):
 
 
 @TASKS.register("classification")
-class ClassificationTask(LabeledTaskData):
+class ClassificationTask:
     """Fine-tune a text encoder with a classification head: text -> one of N labels."""
 
     spec = TaskSpec(
         name="classification", summary="text classification: text -> one of N labels (transformers)",
         unit="items", primary="accuracy", metrics=CLASSIFIER_METRICS, head=CLASSIFIER_HEAD,
-        memory=MemoryProfile(step="classification", sequence="model", arch_from="path"),
+        memory=MemoryProfile(step="classifier", sequence="model", arch_from="path"),
     )
+    # the data half of the contract, shared by the tasks over LabeledData
+    data_report = staticmethod(labeled_report)
+    n_train = staticmethod(labeled_n_train)
+    subset = staticmethod(labeled_subset)
+    chance = staticmethod(labeled_chance)
 
     def __init__(self) -> None:
         self._classes: list[str] | None = None
@@ -122,7 +127,7 @@ class ClassificationTask(LabeledTaskData):
         return self._batches(texts, None, batch_size)
 
     def preprocessing(self) -> dict[str, Any]:
-        from tunewise.strategies.feature_cache import texts_fingerprint
+        from tunewise.models.feature_cache import texts_fingerprint
 
         vocab = sorted(self._tokenizer.get_vocab().items())
         return {"tokenizer": type(self._tokenizer).__name__, "max_length": self._max_length,

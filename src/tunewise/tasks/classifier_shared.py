@@ -121,7 +121,7 @@ def fit_probe(features: torch.Tensor, labels: Sequence[int], n_classes: int, c: 
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError:
-        raise TunewiseError('the classification baseline needs scikit-learn: pip install "tunewise[vision]"') from None
+        raise TunewiseError('the classification baseline needs scikit-learn (a tunewise dependency): pip install scikit-learn') from None
     x = features.double().numpy()
     mu, sigma = x.mean(0), x.std(0)
     # A near-constant feature (a dead channel) must not get a huge folded weight: floor its

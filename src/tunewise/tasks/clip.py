@@ -72,7 +72,7 @@ class ClipTask:
         head=HeadSupport("clip-towers", refused_options=("dim", "activation"),
                          why="CLIP's heads are its two projections into the shared space"),
         # each tower encodes one input per example: an image and its caption
-        memory=MemoryProfile(step="embedding", texts_per_example=1, sequence="model", arch_from="model"),
+        memory=MemoryProfile(step="image-text", sequence="model", arch_from="model"),
     )
 
     def __init__(self) -> None:
@@ -154,7 +154,7 @@ class ClipTask:
                           for s in range(0, len(texts), batch_size)])
 
     def preprocessing(self) -> dict[str, Any]:
-        from tunewise.strategies.feature_cache import texts_fingerprint
+        from tunewise.models.feature_cache import texts_fingerprint
 
         vocab = sorted(self._processor.tokenizer.get_vocab().items())
         return {"image": dataclasses.asdict(self._pre), "vocab": texts_fingerprint([f"{k}\t{v}" for k, v in vocab])}

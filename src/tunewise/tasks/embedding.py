@@ -54,7 +54,8 @@ class EmbeddingTask:
         name="embedding", summary="text search: queries retrieve their answers (sentence-transformers)",
         unit="pairs", primary="mrr@20",
         head=HeadSupport("pooled-text", losses=("mnrl", "cached_mnrl")),
-        memory=MemoryProfile(step="embedding", sequence="texts", arch_from="path"),
+        memory=MemoryProfile(step="contrastive", sequence="texts", arch_from="path"),
+        general_domain="text-pairs",
     )
 
     def check_config(self, config: RunConfig) -> None:
@@ -184,6 +185,19 @@ class EmbeddingTask:
                           "checkpoint_step": _step_of(trainer.state.best_model_checkpoint)}
         return stats
 
+    def chance(self, data: RetrievalData, config: RunConfig) -> dict[str, float]:
+        """Expected scores of a random ranking of this evaluation corpus."""
+        from tunewise.evaluate.chance import ranking_chance
+
+        relevant = [sum(1 for grade in rel.values() if grade > 0) for rel in data.eval.qrels.values()]
+        levels = {}
+        for name in metric_names(config.eval):
+            metric, _, k = name.partition("@")
+            value = ranking_chance(metric, int(k), len(data.eval.corpus), relevant) if k.isdigit() else None
+            if value is not None:
+                levels[name] = value
+        return levels
+
     def save(self, model, path: Path) -> None:
         model.save(str(path), safe_serialization=True, create_model_card=False)
 
@@ -197,7 +211,7 @@ class EmbeddingTask:
         evaluated_on = (f"{len(data.eval.queries)} held-out queries searched against "
                         f"{len(data.eval.corpus)} documents")
         return {"library": "sentence-transformers", "pipeline_tag": "sentence-similarity",
-                "usage": usage, "evaluated_on": evaluated_on}
+                "usage": usage, "evaluated_on": evaluated_on, "train_keys": ("loss",)}
 
 
 def _step_of(checkpoint: str | None) -> int | None:

@@ -17,7 +17,7 @@ import torch
 
 from tunewise.config import RunConfig
 from tunewise.data.images import ImageDataset, Preprocess, encode_batches, image_content_keys, read_image_records
-from tunewise.data.labeled import LabeledData, LabeledTaskData, split_labeled
+from tunewise.data.labeled import LabeledData, labeled_chance, labeled_n_train, labeled_report, labeled_subset, split_labeled
 from tunewise.errors import TunewiseError
 from tunewise.models.vision import LogitsClassifier, VisionMeta, frozen_batchnorm, load_classifier, save_network
 from tunewise.outputs import write_json
@@ -60,7 +60,7 @@ def display_name(path: Path) -> str:
 
 
 class CachedImageFeatures:
-    """What strategy head needs of an image task (see :mod:`tunewise.strategies.head_tasks`)."""
+    """What strategy head needs of an image task (see :mod:`tunewise.strategies.head`)."""
 
     _pre: Preprocess | None
 
@@ -75,7 +75,7 @@ class CachedImageFeatures:
 
 
 @TASKS.register("image-classification")
-class ImageClassificationTask(CachedImageFeatures, LabeledTaskData):
+class ImageClassificationTask(CachedImageFeatures):
     """Fine-tune a vision backbone with a classification head: image -> one of N labels."""
 
     spec = TaskSpec(
@@ -83,6 +83,11 @@ class ImageClassificationTask(CachedImageFeatures, LabeledTaskData):
         unit="images", primary="accuracy", metrics=CLASSIFIER_METRICS, head=CLASSIFIER_HEAD,
         memory=MemoryProfile(step="image", sequence="image", arch_from="model"),
     )
+    # the data half of the contract, shared by the tasks over LabeledData
+    data_report = staticmethod(labeled_report)
+    n_train = staticmethod(labeled_n_train)
+    subset = staticmethod(labeled_subset)
+    chance = staticmethod(labeled_chance)
 
     def __init__(self) -> None:
         self._classes: list[str] | None = None

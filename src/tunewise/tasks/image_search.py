@@ -25,7 +25,7 @@ from torch import nn
 
 from tunewise.config import RunConfig
 from tunewise.data.images import ImageDataset, Preprocess, encode_batches
-from tunewise.data.labeled import LabeledData, LabeledTaskData
+from tunewise.data.labeled import LabeledData, labeled_n_train, labeled_report, labeled_subset
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
 from tunewise.evaluate.retrieval import EvalResult, metric_names
@@ -96,7 +96,7 @@ def collate_pairs(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 
 @TASKS.register("image-search")
-class ImageSearchTask(CachedImageFeatures, LabeledTaskData):
+class ImageSearchTask(CachedImageFeatures):
     """Fine-tune a vision backbone so that images retrieve images of their class."""
 
     spec = TaskSpec(
@@ -105,6 +105,10 @@ class ImageSearchTask(CachedImageFeatures, LabeledTaskData):
         head=HeadSupport("pooled-image", refused_options=("activation",), why="image search trains a linear projection"),
         memory=MemoryProfile(step="image", sequence="image", arch_from="model"),
     )
+    # the data half of the contract, shared by the tasks over LabeledData
+    data_report = staticmethod(labeled_report)
+    n_train = staticmethod(labeled_n_train)
+    subset = staticmethod(labeled_subset)
 
     def __init__(self) -> None:
         self._meta: VisionMeta | None = None

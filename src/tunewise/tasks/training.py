@@ -48,6 +48,7 @@ def common_training_kwargs(config: RunConfig, workdir: Path, device: str) -> dic
         seed=config.seed,
         data_seed=config.seed,
         logging_strategy="epoch",
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (the Trainer would hide it)
         report_to="none",
         save_only_model=True,  # safetensors weights only: no pickled optimizer state on disk
         use_cpu=not device.startswith("cuda"),
