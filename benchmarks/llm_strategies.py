@@ -72,7 +72,8 @@ def write(rows: list[dict], out: Path) -> None:
         f"Ratios are against `{base['strategy']}`; rows ran one after the other on the same machine "
         "(`--keep` adds a re-run strategy to the committed rows).",
         "",
-        "| strategy | format valid | exact match | held-out loss | trainable params | train s | x lora | peak MiB | x lora | estimate MiB (error) | weights MiB |",
+        "| strategy | format valid | exact match | held-out loss | trainable params | train s | x lora | peak MiB | x lora "
+        "| estimate MiB (error) | weights MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

@@ -132,7 +132,7 @@ estimate, calibrated on the demo: retention was 0.40-0.52 x activations). Checke
 | run | estimate (MiB) | measured (MiB) | error |
 |---|---:|---:|---:|
 | `tunewise demo` (MiniLM full, b16, 400 pairs x 3 epochs), fresh clone | 1956 | 2153 | -9.2% |
-| `tunewise demo --task llm` (SmolLM2-135M, LoRA r=8 on every linear layer, dropout 0.05, b8, longest sequence 55 tokens) | 2837 | 3024-3052 | -6.2%..-7.0% |
+| `tunewise demo --task llm` (SmolLM2-135M, LoRA r=8, all linear layers, dropout 0.05, b8, longest seq 55) | 2837 | 3024-3052 | -6.2%..-7.0% |
 | the same with `strategy.name=qlora` (NF4 base on CPU, bf16 matmuls) | 2489 | 2420 | +2.9% |
 | the same with `strategy=full`, learning rate 5e-5 | 3478 | 3450-3537 | +0.8%..-1.7% |
 | earlier LLM demo runs with LoRA on q/v only: `lora` | 2231 | 2297-2350 | -2.9%..-5.0% |
@@ -406,7 +406,8 @@ def run_rows(rows: list[dict], device: str) -> dict:
     if device == "cpu":
         for peft in (False, True):
             baseline[peft] = _spawn({"baseline": True, "peft": peft})["rss_bytes"]
-            print(f"idle runtime RSS (torch+transformers+sentence-transformers{'+peft' if peft else ''}): {baseline[peft] / 2**20:.0f} MiB", flush=True)
+            libraries = f"torch+transformers+sentence-transformers{'+peft' if peft else ''}"
+            print(f"idle runtime RSS ({libraries}): {baseline[peft] / 2**20:.0f} MiB", flush=True)
     out_rows = []
     for row in rows:
         row = {**row, "device": device}
@@ -470,7 +471,8 @@ def write_results(results: list[dict]) -> None:
                          f"(+peft: {meta['cpu_runtime_baseline_peft_bytes'] / 2**20:.0f} MiB); torch {meta['torch']}.")
         else:
             lines.append(f"torch {meta['torch']}.")
-        lines += ["", "| configuration | estimate (MiB) | measured (MiB) | error | peak phase | weights | grads | optimizer | activations | overhead* |",
+        lines += ["", "| configuration | estimate (MiB) | measured (MiB) | error | peak phase | weights | grads | optimizer "
+                  "| activations | overhead* |",
                   "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
         for r in block["rows"]:
             e = r["estimate"]
@@ -481,7 +483,8 @@ def write_results(results: list[dict]) -> None:
                 f"{mib(e['overhead_bytes'] - e['outside_allocator_bytes'])} |"
             )
         worst = max(abs(r["error_pct"]) for r in block["rows"])
-        lines += ["", "*framework overhead the measurement sees: idle runtime RSS on CPU; cuBLAS workspace on CUDA (the context is outside the allocator)."]
+        lines += ["", "*framework overhead the measurement sees: idle runtime RSS on CPU; cuBLAS workspace on CUDA "
+                  "(the context is outside the allocator)."]
         lines += ["", f"Largest absolute error: {worst:.1f}% over {len(block['rows'])} configurations.", ""]
     lines += ["## Notes", "", NOTES.strip(), "", WHOLE_RUNS.strip(), ""]
     (RESULTS / "memory_accuracy.md").write_text("\n".join(lines))

@@ -97,9 +97,9 @@ def main() -> None:
             lines.append(f"| {name} | {r['trainable_params']:,} | {r['trainable_fraction'] * 100:.2f}% | {r['seconds']:.1f} | "
                          f"{r['samples_per_second']:.1f} | {r['peak_mib']} | {r['after']:.4f} |")
     if "full" in by and "lora" in by:
-        f, l = by["full"], by["lora"]
-        lines += ["", f"lora trains {l['trainable_params'] / f['trainable_params'] * 100:.2f}% of full's parameters, "
-                  f"in {l['seconds'] / f['seconds']:.2f}x full's time, at {l['peak_mib'] / f['peak_mib']:.2f}x its peak memory "
+        f, lo = by["full"], by["lora"]
+        lines += ["", f"lora trains {lo['trainable_params'] / f['trainable_params'] * 100:.2f}% of full's parameters, "
+                  f"in {lo['seconds'] / f['seconds']:.2f}x full's time, at {lo['peak_mib'] / f['peak_mib']:.2f}x its peak memory "
                   f"({rows[0]['memory_method']}; on CPU this is the whole process, weights and data included)."]
     Path(args.out).write_text("\n".join(lines) + "\n\n```json\n" + json.dumps(head, indent=1) + "\n```\n", encoding="utf-8")
     print("\n".join(lines))

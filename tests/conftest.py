@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import string
 from pathlib import Path
 
 import pytest
@@ -14,39 +13,46 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TOPICS = [
-    "permit", "roof", "window", "garage", "fence", "balcony", "heating", "drainage", "facade", "attic",
-    "basement", "chimney", "solar", "insulation", "stairs", "terrace", "pool", "shed", "wall", "floor",
-]
-FILLER = ["please", "tell", "me", "about", "the", "rules", "for", "a", "new", "my", "house", "how", "long", "does", "it", "take"]
+from tiny_models import (  # noqa: E402 - after the offline switches
+    FILLER,
+    TOPICS,
+    build_tiny_bert,
+    build_tiny_clip,
+    build_tiny_lm,
+    build_tiny_resnet,
+    build_tiny_st_model,
+    build_tiny_vit,
+)
 
 
-def _vocab() -> list[str]:
-    words = sorted(set(TOPICS + FILLER + ["what", "is", "answer", "info", "regarding", "details"]))
-    chars = list(string.ascii_lowercase + string.digits + ".,?!-:;'\"åäö")
-    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + [f"##{c}" for c in chars]
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return build_tiny_bert(tmp_path_factory.mktemp("bert"))
 
 
-def build_tiny_st_model(path: Path, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
-    """A sentence-transformers folder: random BertModel (from config) + WordPiece tokenizer + mean pooling."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny-llama", "llama")
 
-    torch.manual_seed(seed)
-    raw = path.parent / f"{path.name}-hf"
-    raw.mkdir(parents=True, exist_ok=True)
-    (raw / "vocab.txt").write_text("\n".join(_vocab()) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab=str(raw / "vocab.txt"), do_lower_case=True)
-    config = BertConfig(vocab_size=len(_vocab()), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=hidden * 2, max_position_embeddings=64)
-    BertModel(config).save_pretrained(raw)
-    tokenizer.save_pretrained(raw)
-    word = Transformer(str(raw), max_seq_length=32)
-    model = SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension(), "mean")], device="cpu")
-    model.save(str(path), create_model_card=False)
-    return path
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> str:
+    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny-gpt2", "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet(tmp_path_factory):
+    return build_tiny_resnet(tmp_path_factory.mktemp("resnet"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    return build_tiny_vit(tmp_path_factory.mktemp("vit"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    return build_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 @pytest.fixture(scope="session")

@@ -27,8 +27,8 @@ from tunewise.errors import TunewiseError
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 if TYPE_CHECKING:
-    from tunewise.config import RunConfig, load_config
     from tunewise.budget import run_budget
+    from tunewise.config import RunConfig, load_config
     from tunewise.memory import estimate_memory
     from tunewise.run import evaluate, fit
 

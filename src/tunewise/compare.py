@@ -123,6 +123,13 @@ def compare(config: RunConfig, strategies: list[str | dict[str, Any]], output_di
     console = console or Console(stderr=True)
     planned = plan(config, strategies)
     out = check_output_dir(output_dir, config.overwrite)
+    from tunewise.run import check_config
+    from tunewise.tasks import TASKS
+
+    for _, cfg in planned:  # every strategy's options and the data are checked before the first run
+        check_config(cfg)
+    task = TASKS.get(config.task)()
+    task.prepare_data(config)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:

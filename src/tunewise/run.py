@@ -43,7 +43,8 @@ from tunewise.strategies.base import (
     strategy_train,
 )
 from tunewise.tasks import TASKS
-from tunewise.tasks.base import ChecksConfig, HasBaseline
+from tunewise.tasks.base import ChecksConfig, HasBaseline, LoadsTrained
+from tunewise.tasks.training import precision_flags
 
 
 @dataclass
@@ -140,6 +141,7 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     task, strategy, options = check_config(cfg)
     out = check_output_dir(cfg.output_dir, cfg.overwrite)
     device = pick_device(cfg.train.device)
+    precision_flags(cfg.train.precision, device)  # fp16 without CUDA fails before any work
     primary = cfg.eval.primary
     if cfg.model:
         resolve_model(cfg.model)  # a wrong path fails before any data is read
@@ -311,7 +313,8 @@ def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str 
     task = TASKS.get(cfg.task)()
     data = task.prepare_data(cfg)
     with console.status("loading the model"), no_weight_bars():
-        loaded = task.load_model(cfg, pick_device(cfg.train.device))
+        load = task.load_trained if isinstance(task, LoadsTrained) else task.load_model  # no random classifier head
+        loaded = load(cfg, pick_device(cfg.train.device))
     result = task.evaluate(loaded, data, cfg)
     return {"model": cfg.model or task.spec.default_model, "metrics": result.metrics,
             "seconds": result.seconds, "examples": result.examples, "data": task.data_report(data)}

@@ -128,8 +128,10 @@ def test_merged_causal_lm_carries_its_tokenizer_and_merges_from_any_directory(tm
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from test_task_causal_lm import build_tiny_lm, config, json_rows, write_jsonl
     from tunewise.run import fit
+
+    from tiny_models import build_tiny_lm, json_rows, write_jsonl
+    from tiny_models import lm_config as config
 
     build_tiny_lm(tmp_path / "tiny-llama", "llama")
     data = write_jsonl(tmp_path / "train.jsonl", json_rows())

@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tunewise.budget.advice import Recommendation, recommend
-from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult, forecast, labels_for_target
-from tunewise.budget.forecast import validate_forecast
+from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult, forecast, labels_for_target, validate_forecast
 from tunewise.budget.grid import check_grid, default_grid, nested_subsets, parse_sizes
 from tunewise.budget.roi import BudgetPoint, SizeSummary, find_knee, marginal_roi, relative_improvement, summarize_points
 from tunewise.budget.store import ResultStore, config_fingerprint

@@ -22,8 +22,8 @@ Parallel points share the machine, so their training seconds are not those of a 
 from __future__ import annotations
 
 import functools
-import logging
 import importlib.util
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.budget.advice import Recommendation, recommend
-from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult, forecast, labels_for_target
-from tunewise.budget.forecast import validate_forecast
+from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult, forecast, labels_for_target, validate_forecast
 from tunewise.budget.roi import BudgetPoint, SizeSummary, summarize_points
 from tunewise.errors import TunewiseError
 

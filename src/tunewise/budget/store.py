@@ -29,9 +29,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tunewise.files import write_text
 from tunewise.budget.roi import BudgetPoint
 from tunewise.errors import TunewiseError
+from tunewise.files import write_text
 
 FORMAT_VERSION = 1
 # What a torn or foreign line raises when parsed into a point (JSONDecodeError and

@@ -319,6 +319,9 @@ def run_budget(
     out = Path(output_dir if output_dir is not None else f"{str(cfg.output_dir).rstrip('/')}-budget").expanduser()
     if out.exists() and not out.is_dir():
         raise TunewiseError(f"--output-dir: {out} is a file; choose a folder path")
+    from tunewise.outputs import check_output_dir
+
+    check_output_dir(out, overwrite=True)  # a folder that cannot be written fails before any work
     quiet_libraries()
     task, strategy, options = check_config(cfg)  # as fit: bad task or strategy options fail before data is read
     data = task.prepare_data(cfg)

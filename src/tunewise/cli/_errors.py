@@ -6,14 +6,20 @@ Two sources, one format (``error: <message>`` on stderr):
 * the option parser's own errors (a bad ``--lr abc``, a missing value, an unknown option):
   :class:`OneLineErrorGroup`, the app's command group, runs click without its standalone
   mode and formats the UsageError itself instead of Typer's usage box.
+
+Stops end the same way: Ctrl-C exits 130 and SIGTERM (a scheduler's or ``kill``'s stop) 143,
+each with one line, after the run's staging folder is removed (:class:`Terminated`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import typer
@@ -40,17 +46,50 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: a subclass of KeyboardInterrupt, so a run unwinds
+    exactly as on Ctrl-C (``outputs.staged_dir`` removes its staging folder, a sweep keeps its
+    finished points) instead of dying with the folder left behind."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated`; the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_STOPPED = "finished work is kept, unfinished output was not published"
+
+
 def handle_errors(fn: F) -> F:
-    """Decorate a Typer command so TunewiseError becomes ``error: ...`` and exit code 2."""
+    """Decorate a Typer command so TunewiseError becomes ``error: ...`` and exit code 2.
+
+    Ctrl-C ends with exit code 130 and SIGTERM with 143 (128 + the signal), one line each.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except TunewiseError as err:
             raise fail(str(err), err.exit_code) from None
+        except Terminated:
+            raise fail(f"interrupted (SIGTERM); {_STOPPED}", 128 + signal.SIGTERM) from None
         except KeyboardInterrupt:
-            raise fail("interrupted; finished work is kept, unfinished output was not published", 130) from None
+            raise fail(f"interrupted; {_STOPPED}", 130) from None
 
     return wrapper  # type: ignore[return-value]
 

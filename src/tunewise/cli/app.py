@@ -145,9 +145,12 @@ def show_config(
 
 # Commands that live in their own modules register here (one line each).
 # --- registered commands ---
-from tunewise.cli import strategies as _strategies; _strategies.register(app)  # noqa: E402,E702
-from tunewise.cli import budget as _budget; _budget.register(app)  # noqa: E402,E702
-from tunewise.cli import memory as _memory; _memory.register(app)  # noqa: E402,E702
+from tunewise.cli import budget as _budget  # noqa: E402
+from tunewise.cli import memory as _memory  # noqa: E402
+from tunewise.cli import strategies as _strategies  # noqa: E402
+
+for _module in (_strategies, _budget, _memory):  # the order of --help
+    _module.register(app)
 # --- end registered commands ---
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,23 +21,6 @@ def _sizes(text: Optional[str]) -> Optional[list[int]]:
     from tunewise.budget.grid import parse_sizes
 
     return None if text is None else parse_sizes(text)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's stop) ends the sweep like Ctrl-C: finished points stay stored."""
-    def raise_interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -69,15 +51,18 @@ def _progress(quiet: bool) -> Iterator:
 
 def _sweep(run: Callable[..., Any], target: str, *, quiet: bool, as_json: bool) -> None:
     """Call ``run(console=, progress=)`` (a budget sweep into ``target``) with a progress bar, and show its result."""
+    from tunewise.cli._errors import Terminated
     from tunewise.errors import TunewiseError
 
-    try:
-        with _sigterm_as_interrupt(), _progress(quiet or as_json) as progress, \
+    try:  # SIGTERM arrives as Terminated, a KeyboardInterrupt (handle_errors installs it)
+        with _progress(quiet or as_json) as progress, \
                 contextlib.redirect_stdout(sys.stderr):  # library chatter must not mix with --json
             result = run(console=Console(stderr=True, quiet=as_json), progress=progress)
-    except KeyboardInterrupt:
-        raise TunewiseError(f"interrupted; every finished point is kept in {target}/results.jsonl: rerun the same "
-                            "command to run only the missing points") from None
+    except KeyboardInterrupt as stop:
+        err = TunewiseError(f"interrupted{' (SIGTERM)' if isinstance(stop, Terminated) else ''}; every finished point "
+                            f"is kept in {target}/results.jsonl: rerun the same command to run only the missing points")
+        err.exit_code = 143 if isinstance(stop, Terminated) else 130
+        raise err from None
     if as_json:
         print(result.summary_path.read_text(encoding="utf-8"), end="")
         return

@@ -29,7 +29,7 @@ class _TaskHelpCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-def _why(est, fmt) -> str:
+def _why(est, fmt, shape: str) -> str:
     """One sentence on why the estimate differs from the 2.5 x model size rule of thumb."""
     from tunewise.memory.params import OPTIMIZER_STATE_BYTES
 
@@ -41,32 +41,42 @@ def _why(est, fmt) -> str:
     if s["strategy"] in ("full", "partial") and s["optimizer"] != "sgd":
         per_param = 4 + OPTIMIZER_STATE_BYTES[s["optimizer"]]
         reasons.append(f"gradients and {s['optimizer']} states ({per_param:g} B/param: {fmt(est.trainable_params * per_param)})")
-    reasons.append(f"activations ({fmt(est.activations_peak_bytes)} at batch {s['batch_size']} x {s['seq_len']} tokens)")
+    reasons.append(f"activations ({fmt(est.activations_peak_bytes)} at {shape})")
     if est.overhead_bytes > 0.25 * est.total_bytes:
         reasons.append(f"the framework's own memory ({fmt(est.overhead_bytes)})")
     return "the rule ignores " + ", ".join(reasons[:-1]) + (" and " if len(reasons) > 1 else "") + reasons[-1]
 
 
 def memory(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder or hub id (default: the task's packaged model). Only its config is read (image backbones without one are loaded)."),
-    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP.format(names="see tunewise memory --help", default="a run config's"), show_default=False),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder or hub id (default: the task's packaged "
+                                        "model). Only its config is read (image backbones without one are loaded)."),
+    task: Optional[str] = typer.Option(None, "--task", show_default=False,
+                                       help=TASK_HELP.format(names="see tunewise memory --help", default="a run config's")),
     strategy: str = typer.Option("full", "--strategy", help="head, partial, full, lora or qlora."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 / fp16 (mixed, fp32 master weights) or 4bit (QLoRA base)."),
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw, adamw8bit or sgd."),
     batch_size: int = typer.Option(16, "--batch-size", help="Examples per step."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per text (padded/truncated length; default 128, or the model's limit when lower)."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per text (padded/truncated length; default 128, "
+                                          "or the model's limit when lower)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Image side for vision models (default: the config's, else 224)."),
-    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                                help="Recompute activations in backward."),
     lora_rank: int = typer.Option(8, "--lora-rank", help="LoRA rank r."),
-    lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Adapted projections, comma-separated among q,k,v,o,mlp_in,mlp_out, or all (default: the task's: all where it adapts every linear layer, else q,v)."),
-    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout (default: tunewise's, 0.05; each adapted layer then keeps its own dropped input)."),
-    texts_per_example: Optional[int] = typer.Option(None, "--texts-per-example", help="Inputs encoded per example (default: the task's; 2 texts for a contrastive step: anchor + positive)."),
+    lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Adapted projections, comma-separated among "
+                                               "q,k,v,o,mlp_in,mlp_out, or all (default: the task's: all where it adapts "
+                                               "every linear layer, else q,v)."),
+    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout (default: tunewise's, 0.05; "
+                                                 "each adapted layer then keeps its own dropped input)."),
+    texts_per_example: Optional[int] = typer.Option(None, "--texts-per-example", help="Inputs encoded per example (default: "
+                                                    "the task's; 2 texts for a contrastive step: anchor + positive)."),
     trainable_layers: Optional[int] = typer.Option(None, "--trainable-layers", help="Top blocks trained by --strategy partial."),
     num_labels: int = typer.Option(2, "--num-labels", help="Classes of a class head."),
     device: str = typer.Option("auto", "--device", help="cpu or cuda to estimate for (auto: cuda if present, or if --device-memory is given)."),
-    device_memory: Optional[str] = typer.Option(None, "--device-memory", help="Memory to fit in, e.g. 24GB, 24GiB, 512MB (default: what is free on the device)."),
+    device_memory: Optional[str] = typer.Option(None, "--device-memory", help="Memory to fit in, e.g. 24GB, 24GiB, 512MB "
+                                                "(default: what is free on the device)."),
     headroom: float = typer.Option(0.10, "--headroom", help="Fraction of the memory kept free."),
-    cpu_allocator: str = typer.Option("auto", "--cpu-allocator", help="CPU runs, as train.cpu_allocator: auto (trim when the estimate is over half the memory), trim or default (glibc keeps freed blocks: added)."),
+    cpu_allocator: str = typer.Option("auto", "--cpu-allocator", help="CPU runs, as train.cpu_allocator: auto (trim when the "
+                                      "estimate is over half the memory), trim, or default (glibc keeps freed blocks: added)."),
     family: Optional[str] = typer.Option(None, "--family", help="Architecture family when the config is unknown: encoder, decoder, vit, clip, cnn."),
     hidden_size: Optional[int] = typer.Option(None, "--hidden-size", help="Override/provide the hidden size."),
     num_layers: Optional[int] = typer.Option(None, "--num-layers", help="Override/provide the number of blocks."),
@@ -117,10 +127,12 @@ def _render(console: Console, result) -> None:
     spec, advice, est = result.spec, result.advice, result.estimate
     s = est.inputs
     ckpt = ", gradient checkpointing" if s["gradient_checkpointing"] else ""
+    images = spec.family in ("vit", "cnn")  # an image model sees pixels, not tokens
+    shape = (f"batch {s['batch_size']} x {s['image_size'] or spec.image_size or 224} px images" if images
+             else f"batch {s['batch_size']} x {s['seq_len']} tokens")
     console.print(
         f"[bold]{spec.source or spec.family}[/bold] ({spec.family}, {est.params / 1e6:,.1f}M params, {est.trainable_params / 1e6:,.2f}M trainable)\n"
-        f"{result.task} ({s['step']} step), {s['strategy']}, {s['precision']}, {s['optimizer']}, "
-        f"batch {s['batch_size']} x seq {s['seq_len']}{ckpt}, on {s['device']}"
+        f"{result.task} ({s['step']} step), {s['strategy']}, {s['precision']}, {s['optimizer']}, {shape}{ckpt}, on {s['device']}"
     )
     table = Table(title=f"Estimated peak training memory (peak during the {est.peak_phase})")
     table.add_column("component")
@@ -133,7 +145,7 @@ def _render(console: Console, result) -> None:
                   f"{100 * est.rule_of_thumb_bytes / est.total_bytes:.0f}%")
     console.print(table)
     ratio = est.total_bytes / max(1, est.rule_of_thumb_bytes)
-    console.print(f"The estimate is {ratio:.1f}x the rule of thumb: {_why(est, format_bytes)}.")
+    console.print(f"The estimate is {ratio:.1f}x the rule of thumb: {_why(est, format_bytes, shape)}.")
     for note in est.notes:
         console.print(f"[dim]- {note}[/dim]")
     verdict = "[green]fits[/green]" if advice.fits else "[red]does not fit[/red]"

@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def compare(
         config: Optional[Path] = typer.Argument(None, help="YAML run config shared by every strategy.", show_default=False),
-        strategy: Optional[list[str]] = typer.Option(None, "--strategy", help="NAME or NAME:key=value,... (repeatable; default head, partial, full, lora)."),
+        strategy: Optional[list[str]] = typer.Option(None, "--strategy", help="NAME or NAME:key=value,... "
+                                                       "(repeatable; default head, partial, full, lora)."),
         train: Optional[str] = typer.Option(None, "--train", help="Training data file (data.train)."),
         model: Optional[str] = typer.Option(None, "--model", help="Model folder or hub id."),
         output_dir: str = typer.Option("runs/compare", "--output-dir", "-o", help="Parent folder of the runs and the table."),
@@ -42,7 +43,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     ) -> None:
         """Run several strategies on the same data and budget; print one table."""
-        from tunewise.compare import DEFAULT_STRATEGIES, compare as run_compare
+        from tunewise.compare import DEFAULT_STRATEGIES
+        from tunewise.compare import compare as run_compare
         from tunewise.config import load_config
 
         values = {k: v for k, v in {"data.train": train, "model": model, "train.epochs": epochs,

@@ -8,6 +8,7 @@ the task's defaults (strategy, primary metric) and the strategy registry for the
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +31,10 @@ class DataConfig:
     validation_fraction: float = field(default=0.1, metadata={"help": "Share of training queries used for early stopping (only when it is on)."})
     drop_leaked: bool = field(default=True, metadata={"help": "Remove training items whose query also appears in the evaluation set."})
     max_train: int | None = field(default=None, metadata={"help": "Use at most this many training items (seeded subset)."})
-    on_missing_label: str = field(default="error", metadata={"help": "A label that is empty, null or an NA string ('NaN', 'N/A', 'null', 'None', ...): error, skip (leave the row out and count it in the data report) or keep (NA strings are class names)."})
-    on_invalid_eval: str = field(default="error", metadata={"help": "Eval files: qrels naming an unknown query or document, or a query without a relevant judgment: error, or drop (and count them in the data report). Duplicate ids are always errors."})
+    on_missing_label: str = field(default="error", metadata={"help": "A label that is empty, null or an NA string ('NaN', 'N/A', 'null', 'None', "
+        "...): error, skip (leave the row out and count it in the data report) or keep (NA strings are class names)."})
+    on_invalid_eval: str = field(default="error", metadata={"help": "Eval files: qrels naming an unknown query or document, or a query without a "
+        "relevant judgment: error, or drop (and count them in the data report). Duplicate ids are always errors."})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.eval_fraction < 1.0:
@@ -68,7 +71,8 @@ class TrainConfig:
     loss: str = field(default="mnrl", metadata={"help": "mnrl, cached_mnrl, triplet, cosent or contrastive."})
     epochs: float = field(default=3.0, metadata={"help": "Passes over the training data."})
     batch_size: int = field(default=16, metadata={"help": "Examples per step (in-batch negatives: more is harder)."})
-    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate (linear decay after warm-up); empty = by strategy: 5e-5 (full, partial, head), 1e-3 (lora, qlora adapters)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate (linear decay after warm-up); empty = by strategy: 5e-5 "
+        "(full, partial, head), 1e-3 (lora, qlora adapters)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps spent warming the learning rate up."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     max_seq_length: int | None = field(default=None, metadata={"help": "Truncate texts to this many tokens (model default if empty)."})
@@ -80,7 +84,8 @@ class TrainConfig:
     negatives_per_pair: int = field(default=1, metadata={"help": "cosent/contrastive without scores: sampled negatives per pair."})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]."})
     check_memory: bool = field(default=True, metadata={"help": "Stop before training when the memory estimate exceeds what is free."})
-    cpu_allocator: str = field(default="auto", metadata={"help": "CPU only: trim (return freed memory to the OS: ~16% lower peak, ~20% slower), default, or auto (trim when the estimate is over half the free memory)."})
+    cpu_allocator: str = field(default="auto", metadata={"help": "CPU only: trim (return freed memory to the OS: ~16% lower peak, ~20% slower), "
+        "default, or auto (trim when the estimate is over half the free memory)."})
 
     def __post_init__(self) -> None:
         for name in ("epochs", "learning_rate"):
@@ -93,6 +98,8 @@ class TrainConfig:
             raise TunewiseError(f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.cpu_allocator not in ("auto", "trim", "default"):
             raise TunewiseError(f"train.cpu_allocator: unknown '{self.cpu_allocator}'; use auto, trim or default")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise TunewiseError(f"train.device: unknown device '{self.device}'; use auto, cpu, cuda or cuda:N")
         if self.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise TunewiseError(f"train.precision: unknown '{self.precision}'; use auto, fp32, fp16 or bf16")
         if self.max_seq_length is not None and self.max_seq_length < 2:
@@ -105,8 +112,10 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation: metrics at k, the primary metric and what is shown."""
 
-    k: list[int] = field(default_factory=lambda: [20], metadata={"help": "Cut-offs for MRR, Recall, Precision, MAP, nDCG and hit rate (nDCG@10 is always added)."})
-    primary: str = field(default="mrr@20", metadata={"help": "The metric that decides (early stopping, budget planner); left at mrr@20, a task that does not rank takes its own first metric."})
+    k: list[int] = field(default_factory=lambda: [20], metadata={"help": "Cut-offs for MRR, Recall, Precision, MAP, nDCG and hit rate (nDCG@10 is "
+        "always added)."})
+    primary: str = field(default="mrr@20", metadata={"help": "The metric that decides (early stopping, budget planner); left at mrr@20, a task that "
+        "does not rank takes its own first metric."})
     batch_size: int = field(default=64, metadata={"help": "Encoding batch size."})
     examples: int = field(default=3, metadata={"help": "Held-out queries shown with their top results before and after."})
     backend: str = field(default="auto", metadata={"help": "Top-k search: exact (matrix product), faiss or auto."})
@@ -172,7 +181,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    strategy: dict[str, Any] | str = field(default_factory=lambda: _DefaultStrategy(name="full"), metadata={"help": "Strategy name and its options, e.g. {name: lora, rank: 8}; default: the task's (full; causal-lm: lora)."})
+    strategy: dict[str, Any] | str = field(default_factory=lambda: _DefaultStrategy(name="full"), metadata={"help": "Strategy name and its options, "
+        "e.g. {name: lora, rank: 8}; default: the task's (full; causal-lm: lora)."})
     sections: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"sections": True})
 
     def __post_init__(self) -> None:

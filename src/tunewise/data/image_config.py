@@ -8,18 +8,22 @@ from dataclasses import dataclass, field
 from tunewise.config import register_section
 from tunewise.errors import TunewiseError, did_you_mean
 
+
 @dataclass
 class ImageConfig:
     """Images: where paths resolve, bad files, input size, augmentation, image-search head and losses."""
 
-    root: str | None = field(default=None, metadata={"help": "Folder that image paths in a CSV/JSONL resolve inside (default: the file's folder); paths escaping it are rejected."})
-    on_bad_image: str = field(default="stop", metadata={"help": "An unreadable or corrupt image: stop (error naming the file) or skip (counted in the data report)."})
+    root: str | None = field(default=None, metadata={"help": "Folder that image paths in a CSV/JSONL resolve inside (default: the file's folder); "
+        "paths escaping it are rejected."})
+    on_bad_image: str = field(default="stop", metadata={"help": "An unreadable or corrupt image: stop (error naming the file) or skip (counted in "
+        "the data report)."})
     size: int = field(default=224, metadata={"help": "Square model input size in pixels (images are resized, then cropped)."})
     augment: bool = field(default=True, metadata={"help": "Augment training images (random crop, flip, colour jitter below)."})
     crop_scale: float = field(default=0.6, metadata={"help": "Random resized crop keeps at least this share of the image area (1 = no crop)."})
     flip: bool = field(default=True, metadata={"help": "Random horizontal flip (turn off for digits and text)."})
     color_jitter: float = field(default=0.2, metadata={"help": "Random brightness/contrast/saturation change of up to this factor (0 = off)."})
-    freeze_batchnorm: bool = field(default=True, metadata={"help": "Keep BatchNorm statistics fixed while fine-tuning (small batches of new images would corrupt them)."})
+    freeze_batchnorm: bool = field(default=True, metadata={"help": "Keep BatchNorm statistics fixed while fine-tuning (small batches of new images "
+        "would corrupt them)."})
     mean: list[float] | None = field(default=None, metadata={"help": "Per-channel normalisation mean (default: the backbone's)."})
     std: list[float] | None = field(default=None, metadata={"help": "Per-channel normalisation std (default: the backbone's)."})
     projection_dim: int | None = field(default=None, metadata={"help": "image-search: add a linear projection head to this many dimensions."})
@@ -30,7 +34,8 @@ class ImageConfig:
 
     def __post_init__(self) -> None:
         if self.on_bad_image not in ("stop", "skip"):
-            raise TunewiseError(f"image.on_bad_image: unknown '{self.on_bad_image}'{did_you_mean(self.on_bad_image, ['stop', 'skip'])}; use stop or skip")
+            hint = did_you_mean(self.on_bad_image, ["stop", "skip"])
+            raise TunewiseError(f"image.on_bad_image: unknown '{self.on_bad_image}'{hint}; use stop or skip")
         if self.size < 8:
             raise TunewiseError(f"image.size: must be at least 8 pixels, got {self.size}")
         if not 0.0 < self.crop_scale <= 1.0:

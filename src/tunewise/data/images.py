@@ -65,7 +65,8 @@ def image_columns(cfg: DataConfig) -> dict[str, str]:
     known = {*IMAGE_COLUMNS, "text", "query", "positive", "negative", "id"}
     for role in cfg.columns:
         if role not in known:
-            raise TunewiseError(f"data.columns: unknown role '{role}'{did_you_mean(role, IMAGE_COLUMNS)}; image roles are: {', '.join(IMAGE_COLUMNS)}")
+            raise TunewiseError(f"data.columns: unknown role '{role}'{did_you_mean(role, IMAGE_COLUMNS)}; "
+                                f"image roles are: {', '.join(IMAGE_COLUMNS)}")
     return {**IMAGE_COLUMNS, **{k: v for k, v in cfg.columns.items() if k in IMAGE_COLUMNS}}
 
 

@@ -188,7 +188,8 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def generation_metrics(outputs: Sequence[str], references: Sequence[str], check: FormatCheck | None) -> tuple[dict[str, float], list[bool], list[bool]]:
+def generation_metrics(outputs: Sequence[str], references: Sequence[str],
+                       check: FormatCheck | None) -> tuple[dict[str, float], list[bool], list[bool]]:
     """Exact match and (when a check is set) format validity over the generated outputs.
 
     Returns:

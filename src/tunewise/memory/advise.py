@@ -129,13 +129,15 @@ class Advice:
 _Change = tuple[str, float, Callable[[dict], dict], Callable[[dict], bool]]
 _CHANGES: list[_Change] = [
     ("bf16 mixed precision", 0.5, lambda s: {**s, "precision": "bf16"}, lambda s: s["precision"] == "fp32"),
-    ("gradient checkpointing", 1.0, lambda s: {**s, "gradient_checkpointing": True}, lambda s: not s["gradient_checkpointing"] and s["strategy"] != "head"),
+    ("gradient checkpointing", 1.0, lambda s: {**s, "gradient_checkpointing": True},
+     lambda s: not s["gradient_checkpointing"] and s["strategy"] != "head"),
     ("8-bit AdamW", 1.5, lambda s: {**s, "optimizer": "adamw8bit"}, lambda s: s["optimizer"] == "adamw" and s["strategy"] in ("full", "partial")),
     ("LoRA", 3.0, lambda s: {**s, "strategy": "lora"}, lambda s: s["strategy"] in ("full", "partial")),
     ("partial (top layers)", 3.5, lambda s: {**s, "strategy": "partial"}, lambda s: s["strategy"] == "full"),
     ("QLoRA (4-bit base)", 4.0, lambda s: {**s, "strategy": "qlora", "precision": "4bit"}, lambda s: s["strategy"] in ("full", "partial", "lora")),
     ("SGD", 4.5, lambda s: {**s, "optimizer": "sgd"}, lambda s: s["optimizer"] != "sgd" and s["strategy"] in ("full", "partial")),
-    ("head only (frozen backbone)", 6.0, lambda s: {**s, "strategy": "head", "precision": "fp32" if s["precision"] == "4bit" else s["precision"]}, lambda s: s["strategy"] != "head"),
+    ("head only (frozen backbone)", 6.0, lambda s: {**s, "strategy": "head", "precision": "fp32" if s["precision"] == "4bit" else s["precision"]},
+     lambda s: s["strategy"] != "head"),
 ]
 
 

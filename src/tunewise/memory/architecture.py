@@ -354,7 +354,7 @@ def load_arch(model: Any = None, **overrides: Any) -> ArchSpec:
             counted = count_params_meta(model, spec.family)
             spec = dataclasses.replace(spec, n_params=counted) if counted else spec
         return spec
-    from tunewise.models.loading import load_errors, resolve_model
+    from tunewise.models.loading import load_errors, load_pretrained, resolve_model
 
     # None: the packaged MiniLM; a path that does not exist is a missing folder, not a hub id
     source = resolve_model(None if model is None else str(model))
@@ -364,7 +364,7 @@ def load_arch(model: Any = None, **overrides: Any) -> ArchSpec:
         try:
             from transformers import AutoConfig
 
-            config: Any = AutoConfig.from_pretrained(str(config_path.parent))
+            config: Any = load_pretrained(AutoConfig, str(config_path.parent))
         except (ValueError, KeyError, OSError):
             config = json.loads(config_path.read_text())  # unknown model_type: read the raw fields
     else:
@@ -372,7 +372,7 @@ def load_arch(model: Any = None, **overrides: Any) -> ArchSpec:
 
         try:
             with load_errors(source, " as a model config"):
-                config = AutoConfig.from_pretrained(source)
+                config = load_pretrained(AutoConfig, source)
         except TunewiseError as err:
             raise TunewiseError(f"{err}; or describe the model with --family --hidden-size --num-layers --num-heads "
                                 "--intermediate-size --vocab-size") from None

@@ -104,8 +104,8 @@ def _validate(spec: ArchSpec, step: str, strategy: str, precision: str, optimize
               lora_targets: tuple[str, ...] | None, lora_dropout: float) -> tuple[StepModel, str, str, tuple[str, ...] | None]:
     """Check the choices and values; return the step model, (strategy, precision) with QLoRA made
     consistent, and the LoRA targets (``("all",)`` expanded)."""
-    model = step_model(step)
-    check_family(model, spec.family, spec.source)
+    step_def = step_model(step)
+    check_family(step_def, spec.family, spec.source)
     _check_choice("strategy", strategy, STRATEGIES)
     _check_choice("precision", precision, PRECISIONS)
     _check_choice("optimizer", optimizer, OPTIMIZERS)
@@ -129,7 +129,7 @@ def _validate(spec: ArchSpec, step: str, strategy: str, precision: str, optimize
     if not 0.0 <= lora_dropout < 1.0:
         raise TunewiseError(f"lora-dropout: must be in [0, 1), got {lora_dropout}")
     strategy, precision = ("qlora", "4bit") if strategy == "qlora" or precision == "4bit" else (strategy, precision)
-    return model, strategy, precision, lora_targets
+    return step_def, strategy, precision, lora_targets
 
 
 def estimate(
@@ -191,29 +191,29 @@ def estimate(
     Raises:
         TunewiseError: an unknown choice, an impossible value, or a model the step cannot train.
     """
-    model, strategy, precision, lora_targets = _validate(
+    step_def, strategy, precision, lora_targets = _validate(
         spec, step, strategy, precision, optimizer, batch_size, seq_len, lora_rank, num_labels, image_size, overhead_bytes,
         lora_targets, lora_dropout)
-    device = "cuda" if str(device).startswith("cuda") else str(device)
+    device = str(device)
     cuda = device.startswith("cuda")
     dt = dtypes(precision, device)
-    texts = texts_per_example or model.inputs_per_example
-    targets = tuple(lora_targets) if lora_targets else default_lora_targets(spec, model)
+    texts = texts_per_example or step_def.inputs_per_example
+    targets = tuple(lora_targets) if lora_targets else default_lora_targets(spec, step_def)
     towers = spec.towers or (spec,)
-    p = count_params(spec, towers, model, strategy, num_labels, trainable_layers, targets, lora_rank)
+    p = count_params(spec, towers, step_def, strategy, num_labels, trainable_layers, targets, lora_rank)
     weights, grads_all, opt_state, notes = state_bytes(p, towers, strategy, precision, optimizer)
     lora = strategy in ("lora", "qlora")
     shape = StepShape(strategy, precision, device, batch_size, seq_len, texts, image_size, targets, lora_rank, lora_dropout,
                       gradient_checkpointing, fused_lm_head)
-    acts = activations(spec, towers, model, p, shape, dt)
+    acts = activations(spec, towers, step_def, p, shape, dt)
     notes += acts.notes
-    grads_top = 4.0 * (p.lm_head if model.head == "vocabulary" and strategy == "full" else p.task_head)
+    grads_top = 4.0 * (p.lm_head if step_def.head == "vocabulary" and strategy == "full" else p.head)
     opt_temp = _optimizer_temporaries(spec, towers, p, strategy, optimizer, cuda, lora_rank)
     phase, parts, acts_start, mmapped = _peak(acts, weights, grads_all, grads_top, opt_state, opt_temp, notes)
     if overhead_bytes is None:
         overhead_bytes = framework_overhead(cuda)
     inputs = {
-        "step": model.name, "strategy": strategy, "precision": precision, "optimizer": optimizer, "batch_size": batch_size,
+        "step": step_def.name, "strategy": strategy, "precision": precision, "optimizer": optimizer, "batch_size": batch_size,
         "seq_len": seq_len, "gradient_checkpointing": gradient_checkpointing, "lora_rank": lora_rank,
         "image_size": image_size, "texts_per_example": texts, "trainable_layers": p.k_layers if strategy == "partial" else None,
         "lora_targets": list(targets) if lora else None, "lora_dropout": lora_dropout if lora else None,
@@ -237,7 +237,7 @@ def _optimizer_temporaries(spec: ArchSpec, towers: tuple[ArchSpec, ...], p: Para
         return 0.0
     if cuda:
         return 4.0 * p.trainable  # foreach AdamW: sqrt(exp_avg_sq) of every parameter at once
-    return 2 * 4.0 * largest_trainable_tensor(spec, towers, strategy, p.task_head, lora_rank)  # for-loop AdamW
+    return 2 * 4.0 * largest_trainable_tensor(spec, towers, strategy, p.head, lora_rank)  # for-loop AdamW
 
 
 def _peak(acts: Activations, weights: float, grads_all: float, grads_top: float, opt_state: float, opt_temp: float,

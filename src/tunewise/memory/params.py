@@ -48,9 +48,9 @@ def lora_params_per_layer(spec: ArchSpec, targets: tuple[str, ...], rank: int) -
 class ParamCounts:
     """The parameter counts the memory of a step depends on."""
 
-    params: int  # model + a new task head
+    params: int  # model + a new head
     trainable: int
-    task_head: int  # the step's head (new, or CLIP's projections inside the model)
+    head: int  # the step's head (new, or CLIP's projections inside the model)
     lora: int  # LoRA adapter parameters (not in params)
     linear: int  # block nn.Linear weights (quantised by QLoRA, cast by autocast)
     lm_head: int  # V*h of a decoder's output projection (tied or not)
@@ -84,8 +84,8 @@ def count_params(spec: ArchSpec, towers: tuple[ArchSpec, ...], step: StepModel, 
         trainable_layers: blocks trained by "partial" (default: a quarter, at least 1).
         targets: LoRA target roles; rank: LoRA r.
     """
-    task_head = head_params(spec, towers, step, strategy, num_labels)
-    params = int(spec.n_params or 0) + (0 if step.head == "projections" else task_head)  # CLIP's projections are in n_params
+    head = head_params(spec, towers, step, strategy, num_labels)
+    params = int(spec.n_params or 0) + (0 if step.head == "projections" else head)  # CLIP's projections are in n_params
     if strategy == "partial":
         k_layers = min(trainable_layers or max(1, round(sum(t.n_layers for t in towers) / len(towers) / 4)),
                        min(t.n_layers for t in towers))
@@ -97,16 +97,16 @@ def count_params(spec: ArchSpec, towers: tuple[ArchSpec, ...], step: StepModel, 
         trainable = params
     elif strategy == "partial":
         per_layer = sum(t.layer_params() if t.family != "cnn" else (t.n_params or 0) / max(1, t.n_layers) for t in towers)
-        trainable = int(k_layers * per_layer) + task_head + (spec.lm_head_params() if step.head == "vocabulary" else 0)
+        trainable = int(k_layers * per_layer) + head + (spec.lm_head_params() if step.head == "vocabulary" else 0)
     elif strategy == "head":
-        trainable = task_head or lm_head
+        trainable = head or lm_head
     else:
-        trainable = lora + (task_head if step.head in ("classes", "projections") else 0)
+        trainable = lora + (head if step.head in ("classes", "projections") else 0)
     linear = sum(t.n_layers * t.linear_params_per_layer() for t in towers if t.family != "cnn")
-    return ParamCounts(params, trainable, task_head, lora, linear, lm_head, k_layers)
+    return ParamCounts(params, trainable, head, lora, linear, lm_head, k_layers)
 
 
-def largest_trainable_tensor(spec: ArchSpec, towers: tuple[ArchSpec, ...], strategy: str, task_head: int, rank: int) -> int:
+def largest_trainable_tensor(spec: ArchSpec, towers: tuple[ArchSpec, ...], strategy: str, head: int, rank: int) -> int:
     """Elements of the biggest trainable tensor (the CPU for-loop AdamW's temporaries scale with it)."""
     block = max((t.hidden * t.intermediate for t in towers if t.family != "cnn"), default=0)
     if spec.family == "cnn":
@@ -116,7 +116,7 @@ def largest_trainable_tensor(spec: ArchSpec, towers: tuple[ArchSpec, ...], strat
     if strategy == "partial":
         return max(block, spec.lm_head_params())
     if strategy == "head":
-        return spec.projection_dim * max(t.hidden for t in towers) if spec.projection_dim else task_head
+        return spec.projection_dim * max(t.hidden for t in towers) if spec.projection_dim else head
     return rank * max((max(t.hidden, t.intermediate) for t in towers), default=0)
 
 

@@ -199,7 +199,7 @@ def plan(
         TunewiseError: an unknown task, argument or architecture (naming the missing fields),
             a model the task cannot train, impossible values.
     """
-    known = [f.name for f in fields(ArchSpec)]
+    known = [f.name for f in fields(ArchSpec) if f.name not in ("towers", "traced")]  # those come from configs and traces
     for key in arch_overrides:
         if key not in known:
             choices = known + [k for k in inspect.signature(plan).parameters if k != "arch_overrides"]
@@ -208,6 +208,7 @@ def plan(
     if cpu_allocator not in CPU_ALLOCATORS:
         raise TunewiseError(f"cpu-allocator: unknown '{cpu_allocator}'; use {', '.join(CPU_ALLOCATORS)}")
     name, task_obj, profile = task_memory(task or default_task())
+    task_obj.spec.check_strategy(strategy)  # as fit and `tunewise config`: a strategy the task refuses
     step = step_model(profile.step)
     budget = parse_memory_size(device_memory) if device_memory is not None else None
     device = resolve_device(device, budget is not None)

@@ -7,11 +7,13 @@ these step models, never a task's name.
 
 | step | one example | head | architectures |
 |---|---|---|---|
-| ``contrastive`` | 2 texts by default (anchor + positive, in-batch negatives), mean-pooled | ``head`` strategy: a new Dense layer on frozen embeddings | encoder, decoder |
+| ``contrastive`` | 2 texts by default (anchor + positive), mean-pooled | ``head`` strategy: a new Dense layer | encoder, decoder |
 | ``classifier`` | 1 text | a new class head (``num_labels``) | encoder, decoder |
-| ``lm`` | 1 sequence | the vocabulary: log-softmax over V per token (or TRL's fused tiles) | decoder |
-| ``image`` | 1 image | a new class head (``num_labels``) | vit, cnn |
-| ``image-text`` | 1 image and 1 caption, each through its own tower, contrastive over the batch | the towers' projections into the shared space | clip |
+| ``lm`` | 1 sequence | the vocabulary: log-softmax over V (or TRL's fused tiles) | decoder |
+| ``image`` | 1 image | a new head (``num_labels`` outputs; a search projection counts as one) | vit, cnn |
+| ``image-text`` | 1 image and 1 caption, each through its tower | the towers' projections | clip |
+
+``contrastive`` and ``image-text`` train against in-batch negatives.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ class StepModel:
             decoder's LM head and its loss) or ``projections`` (the towers' own projections).
         pooling: ``mean`` (mean pooling over tokens keeps the expanded mask) or ``token`` (one
             pooled row per input, as CLIP takes its EOS and CLS tokens); empty: no pooling kept.
-        summary: one line for messages and docs.
     """
 
     name: str
@@ -42,19 +43,16 @@ class StepModel:
     inputs_per_example: int
     head: str
     pooling: str
-    summary: str
 
 
 STEP_MODELS: dict[str, StepModel] = {
     step.name: step
     for step in (
-        StepModel("contrastive", ("encoder", "decoder"), 2, "dense", "mean",
-                  "texts encoded per example, mean-pooled, in-batch negatives"),
-        StepModel("classifier", ("encoder", "decoder"), 1, "classes", "", "one text and a class head"),
-        StepModel("lm", ("decoder",), 1, "vocabulary", "", "one sequence and the next-token loss over the vocabulary"),
-        StepModel("image", ("vit", "cnn"), 1, "classes", "", "one image and a head"),
-        StepModel("image-text", ("clip",), 1, "projections", "token",
-                  "one image and one caption through two towers, contrastive over the batch"),
+        StepModel("contrastive", ("encoder", "decoder"), 2, "dense", "mean"),
+        StepModel("classifier", ("encoder", "decoder"), 1, "classes", ""),
+        StepModel("lm", ("decoder",), 1, "vocabulary", ""),
+        StepModel("image", ("vit", "cnn"), 1, "classes", ""),
+        StepModel("image-text", ("clip",), 1, "projections", "token"),
     )
 }
 STEPS = tuple(STEP_MODELS)

@@ -114,7 +114,7 @@ def trace_activations(net: Any, image_size: int) -> TracedActivations:
     def total(part: Any) -> float:
         return sum(n for w, n in saved.values() if w == part) / per_image
 
-    used = [p for m in ran.values() for p in m.parameters(recurse=False)]
+    used = list({id(p): p for m in ran.values() for p in m.parameters(recurse=False)}.values())  # shared weights once
     return TracedActivations(image_size=image_size, blocks=tuple(total(i) for i in range(len(blocks))), stem=total("stem"),
                              top=total("top"), params=sum(p.numel() for p in used),
                              largest_param=max((p.numel() for p in used), default=0))

@@ -139,21 +139,73 @@ def _timm(name: str, **kwargs: Any):
 
 
 def _hf(loader: Any, source: str, **kwargs: Any):
-    from tunewise.models.loading import load_errors
+    from tunewise.models.loading import load_errors, load_pretrained_model
 
     with load_errors(source, " as a vision model"):
         # fp32 master weights (transformers 5 keeps a half checkpoint's dtype, which would not train)
-        return loader.from_pretrained(source, dtype=torch.float32, **kwargs)
+        return load_pretrained_model(loader, source, dtype=torch.float32, **kwargs)
 
 
 def _hf_norm(source: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from tunewise.models.loading import load_pretrained
+
     try:
         from transformers import AutoImageProcessor
 
-        proc = AutoImageProcessor.from_pretrained(source)
+        proc = load_pretrained(AutoImageProcessor, source)
         return tuple(proc.image_mean), tuple(proc.image_std)
+    except TunewiseError:
+        raise
     except Exception:  # no processor saved (a bare config): ImageNet statistics
         return IMAGENET_MEAN, IMAGENET_STD
+
+
+def check_backbone(name: str | None, *, task: str = "", head: bool = False, fetch: bool = False) -> None:
+    """Refuse a Hugging Face model that is no image backbone (a text encoder), before any work.
+
+    Args:
+        name: the ``model`` option (packaged, ``timm:`` and tunewise-saved non-HF folders pass).
+        task: the task's name, for the message.
+        head: the model gets a classification head (``AutoModelForImageClassification``, which
+            also builds CLIP's vision tower); else ``AutoModel`` must take pixels.
+        fetch: a hub id's config may be fetched (at load time).
+
+    Raises:
+        TunewiseError: naming the model, its kind and the tasks it fits.
+    """
+    from transformers.models.auto import modeling_auto as auto
+
+    from tunewise.models.loading import check_modality
+
+    try:
+        kind, path = _source(name)
+    except TunewiseError:
+        return  # a missing or broken folder: loading the model says so
+    if kind != "hf":
+        return
+    accepts = auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES if head else auto.MODEL_FOR_IMAGE_MAPPING_NAMES
+    check_modality(str(path) if path is not None else str(name), "image", task=task, accepts=accepts, fetch=fetch)
+
+
+def saved_class_labels(name: str | None) -> list[str] | None:
+    """The label names of a trained image classifier's head, in output order.
+
+    A tunewise run folder keeps them in ``tunewise_vision.json``; a Hugging Face
+    ``*ForImageClassification`` checkpoint in its ``config.id2label``.
+
+    Returns:
+        None for a bare backbone (no trained head, or one without label names: the packaged
+        EfficientNet-Lite0 and timm models carry unnamed ImageNet heads).
+    """
+    from tunewise.models.loading import head_labels, labels_in_order, model_config
+
+    kind, path = _source(name)
+    meta = read_meta(path) if path is not None else None
+    if meta is not None and meta.extra.get("id2label"):
+        return labels_in_order(meta.extra["id2label"])
+    if kind != "hf":
+        return None
+    return head_labels(model_config(str(path) if path is not None else str(name), fetch=True), "ForImageClassification")
 
 
 class EfficientNetFeatures(nn.Module):
@@ -207,8 +259,12 @@ def _feature_dim(features: nn.Module, size: int) -> int:
     return int(dim)
 
 
-def load_features(name: str | None, size: int) -> tuple[nn.Module, VisionMeta]:
-    """A pooled-feature backbone and its metadata (see the module docstring for ``name``)."""
+def load_features(name: str | None, size: int, *, task: str = "") -> tuple[nn.Module, VisionMeta]:
+    """A pooled-feature backbone and its metadata (see the module docstring for ``name``).
+
+    Raises:
+        TunewiseError: the model cannot be loaded, or is no image backbone (``task`` is named).
+    """
     kind, path = _source(name)
     if kind == PACKAGED:
         weights = packaged_weights() if path is None else path / "model.safetensors"
@@ -228,6 +284,7 @@ def load_features(name: str | None, size: int) -> tuple[nn.Module, VisionMeta]:
         from transformers import AutoModel
 
         source = str(path) if path is not None else str(name)
+        check_backbone(name, task=task, fetch=True)  # a text encoder would fail deep in its forward
         saved = read_meta(path) if path is not None else None
         features = HFFeatures(_hf(AutoModel, source))
         mean, std = (saved.mean, saved.std) if saved else _hf_norm(source)
@@ -251,8 +308,15 @@ class LogitsClassifier(nn.Module):
         return ImageClassifierOutput(loss=loss, logits=logits)
 
 
-def load_classifier(name: str | None, classes: list[str]) -> tuple[nn.Module, VisionMeta]:
-    """An image classifier for ``classes``: the backbone ``name`` with a new (or kept) head."""
+def load_classifier(name: str | None, classes: list[str], *, task: str = "") -> tuple[nn.Module, VisionMeta]:
+    """An image classifier for ``classes``: the backbone ``name`` with a new (or kept) head.
+
+    A saved classifier keeps its head when ``classes`` has as many labels (give its own,
+    :func:`saved_class_labels`, to score it as trained).
+
+    Raises:
+        TunewiseError: the model cannot be loaded, or is no image backbone (``task`` is named).
+    """
     kind, path = _source(name)
     n = len(classes)
     id2label = dict(enumerate(classes))
@@ -265,6 +329,9 @@ def load_classifier(name: str | None, classes: list[str]) -> tuple[nn.Module, Vi
         kwargs: dict[str, Any] = {"pretrained": True, "num_classes": n}
         if path is not None:
             kwargs["pretrained_cfg_overlay"] = {"file": str(path / "model.safetensors")}
+            saved_n = read_meta(path).extra.get("num_classes")  # type: ignore[union-attr]
+            if saved_n:  # timm keeps a saved head only when the checkpoint's class count is known
+                kwargs["pretrained_cfg_overlay"]["num_classes"] = int(saved_n)
         net = _timm(timm_name, **kwargs)
         cfg = getattr(net, "pretrained_cfg", {}) or {}
         model = LogitsClassifier(net)
@@ -273,6 +340,7 @@ def load_classifier(name: str | None, classes: list[str]) -> tuple[nn.Module, Vi
         from transformers import AutoModelForImageClassification
 
         source = str(path) if path is not None else str(name)
+        check_backbone(name, task=task, head=True, fetch=True)
         saved = read_meta(path) if path is not None else None
         model = _hf(AutoModelForImageClassification, source, num_labels=n, id2label=id2label,
                     label2id={c: i for i, c in id2label.items()}, ignore_mismatched_sizes=True)

@@ -21,9 +21,9 @@ import contextlib
 import json
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
@@ -207,15 +207,16 @@ def _merge_full_precision(peft_model: Any) -> nn.Module:
     import tempfile
 
     import torch
-    from peft import PeftModel
+
+    from tunewise.models.loading import load_adapter, load_pretrained_model
 
     base_path = peft_model.peft_config["default"].base_model_name_or_path
     base_class = type(peft_model.get_base_model())  # the quantized model's own class: a causal LM keeps its head
     with tempfile.TemporaryDirectory() as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
-        base = base_class.from_pretrained(base_path, dtype=torch.float32)
+        base = load_pretrained_model(base_class, base_path, dtype=torch.float32)
         with _quiet_peft():
-            return PeftModel.from_pretrained(base, tmp).merge_and_unload()
+            return load_adapter(base, tmp).merge_and_unload()
 
 
 def merge_run(run_dir: str | Path, output_dir: str | Path, *, overwrite: bool = False) -> Path:
@@ -224,10 +225,8 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, *, overwrite: bool = 
     Raises:
         TunewiseError: the folder holds no tunewise adapter, or the output exists.
     """
-    from peft import PeftModel
-
     from tunewise.config import load_config
-    from tunewise.models.loading import pick_device
+    from tunewise.models.loading import load_adapter, pick_device
     from tunewise.outputs import check_output_dir, staged_dir, write_text
     from tunewise.tasks import TASKS
 
@@ -245,7 +244,7 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, *, overwrite: bool = 
     model = task.load_model(cfg, pick_device("cpu"))
     backbone = backbone_of(task, model)
     with _quiet_peft():
-        merged = PeftModel.from_pretrained(backbone, str(run / ADAPTER_DIR)).merge_and_unload()
+        merged = load_adapter(backbone, run / ADAPTER_DIR).merge_and_unload()
     model = set_backbone(task, model, merged)
     with staged_dir(out) as staging:
         task.save(model, staging)

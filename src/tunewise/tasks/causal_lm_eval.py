@@ -15,9 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tunewise.tasks.causal_lm_config import LLMConfig
 from tunewise.data.chat import IGNORE_INDEX, ChatExample, Encoded, Formatter
 from tunewise.evaluate.generation import generation_metrics, perplexity, resolve_format_check
+from tunewise.tasks.causal_lm_config import LLMConfig
 
 
 @dataclass

@@ -19,7 +19,15 @@ import torch
 from tunewise.config import RunConfig
 from tunewise.data.labeled import LabeledData, labeled_chance, labeled_n_train, labeled_report, labeled_subset, read_text_labeled, split_labeled
 from tunewise.errors import TunewiseError
-from tunewise.models.loading import load_errors, resolve_model
+from tunewise.models.loading import (
+    check_modality,
+    head_labels,
+    load_errors,
+    load_pretrained,
+    load_pretrained_model,
+    model_config,
+    resolve_model,
+)
 from tunewise.outputs import write_json
 from tunewise.tasks.base import TASKS, MemoryProfile, TaskSpec, TrainStats
 from tunewise.tasks.classifier_shared import (
@@ -31,6 +39,7 @@ from tunewise.tasks.classifier_shared import (
     fit_probe_into_head,
     head_linear,
     linear_probe_baseline,
+    match_trained_head,
     merged_for_saving,
     run_trainer,
     score,
@@ -40,23 +49,34 @@ from tunewise.tasks.classifier_shared import (
 DEFAULT_MAX_LENGTH = 128
 
 
+def check_text_model(source: str | None, *, fetch: bool = False) -> None:
+    """Refuse a model that is no text encoder (a vision backbone), naming the tasks it fits."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    check_modality(source, "text", task=ClassificationTask.spec.name,
+                   accepts=MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES, fetch=fetch)
+
+
 def load_text_classifier(name: str | None, classes: list[str], device: str):
     """(model, tokenizer): a sequence classifier for ``classes`` on the encoder ``name``.
 
-    A checkpoint that already classifies the same labels keeps its head; otherwise a new head
-    is created (``ignore_mismatched_sizes``).
+    A checkpoint with as many labels keeps its head (give its own labels to score it as
+    trained); otherwise a new head is created (``ignore_mismatched_sizes``).
 
     Raises:
-        TunewiseError: the folder is missing or not a model, or the hub id cannot be fetched.
+        TunewiseError: the folder is missing, not a text model or not loadable, or the hub id
+            cannot be fetched.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     source = resolve_model(name)
+    check_text_model(source, fetch=True)
     id2label = dict(enumerate(classes))
     with load_errors(source, " as a text classifier"):
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=len(classes), id2label=id2label, label2id={c: i for i, c in id2label.items()},
+        tokenizer = load_pretrained(AutoTokenizer, source)
+        model = load_pretrained_model(
+            AutoModelForSequenceClassification, source, num_labels=len(classes), id2label=id2label,
+            label2id={c: i for i, c in id2label.items()},
             ignore_mismatched_sizes=True, dtype=torch.float32,  # fp32 master weights: a half checkpoint would not train
         )
     return model.to(device), tokenizer
@@ -82,6 +102,10 @@ class ClassificationTask:
         self._tokenizer: Any = None
         self._before: ClassificationResult | None = None
         self._after: ClassificationResult | None = None
+        self._label_map: list[int] | None = None  # model output -> data class (a trained head, evaluated)
+
+    def check_config(self, config: RunConfig) -> None:
+        check_text_model(config.model)
 
     # -- data ---------------------------------------------------------------------------
     def prepare_data(self, config: RunConfig) -> LabeledData[str]:
@@ -93,10 +117,25 @@ class ClassificationTask:
 
     # -- model --------------------------------------------------------------------------
     def load_model(self, config: RunConfig, device: str):
+        """The encoder with a head for the data's classes (new, or a saved one of that size): for ``fit``."""
         if self._classes is None:
             raise TunewiseError("classification: prepare_data must run before load_model (the head needs the classes)")
-        model, self._tokenizer = load_text_classifier(config.model, self._classes, device)
+        return self._load(config, self._classes, device, None)
+
+    def load_trained(self, config: RunConfig, device: str):
+        """A saved classifier with its own head, its labels matched to the data's by name (``tunewise evaluate``).
+
+        Raises:
+            TunewiseError: the model has no trained head, or it was trained on other labels.
+        """
+        labels = head_labels(model_config(resolve_model(config.model), fetch=True), "ForSequenceClassification")
+        mapping = match_trained_head(labels, self._classes, config.model or self.spec.default_model, self.spec.name)
+        return self._load(config, labels, device, mapping)  # type: ignore[arg-type]
+
+    def _load(self, config: RunConfig, labels: list[str], device: str, mapping: list[int] | None):
+        model, self._tokenizer = load_text_classifier(config.model, labels, device)
         self._max_length = config.train.max_seq_length or min(DEFAULT_MAX_LENGTH, self._tokenizer.model_max_length)
+        self._label_map = mapping
         return model
 
     def modules(self, model):
@@ -144,7 +183,7 @@ class ClassificationTask:
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
             preds.extend(logits.argmax(-1).tolist())
         model.train(was_training)
-        return preds
+        return preds if self._label_map is None else [self._label_map[p] for p in preds]
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, model, data: LabeledData[str], config: RunConfig, *, split: str = "eval") -> ClassificationResult:

@@ -36,8 +36,10 @@ from tunewise.tasks.training import common_training_kwargs
 class ClassifyConfig:
     """Classification: the frozen-feature baseline ("before") and how fine-tuning starts."""
 
-    baseline_c: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the logistic-regression head fitted on frozen features (the 'before' model)."})
-    init_head: bool = field(default=True, metadata={"help": "Start fine-tuning from that fitted head (linear probe, then fine-tune) instead of a random one."})
+    baseline_c: float = field(default=1.0, metadata={"help": "Inverse L2 strength of the logistic-regression head fitted on frozen features (the "
+        "'before' model)."})
+    init_head: bool = field(default=True, metadata={"help": "Start fine-tuning from that fitted head (linear probe, then fine-tune) instead of a "
+        "random one."})
 
     def __post_init__(self) -> None:
         if self.baseline_c <= 0:
@@ -78,6 +80,68 @@ def score(y_true: Sequence[int], y_pred: Sequence[int], classes: list[str], inpu
                  "correct": y_true[i] == y_pred[i]} for i in range(min(n_examples, len(y_true)))]
     metrics = classification_metrics(list(y_true), list(y_pred), n)
     return ClassificationResult(metrics, seconds, examples, details, list(y_pred))
+
+
+def match_trained_head(labels: Sequence[str] | None, classes: Sequence[str] | None, source: str,
+                       task: str) -> list[int] | None:
+    """Check a saved classifier before ``tunewise evaluate`` scores it (``load_trained`` of the classifier tasks).
+
+    Args:
+        labels: the saved head's label names in output order; None for a bare backbone.
+        classes: the data's classes (None: ``prepare_data`` has not run).
+        source: the model as the user named it.
+        task: the task's name, for the message.
+
+    Returns:
+        The :func:`label_map` from the model's outputs to the data's classes.
+
+    Raises:
+        TunewiseError: no trained head (it would be random), or one trained on other labels.
+    """
+    if classes is None:
+        raise TunewiseError(f"{task}: prepare_data must run before load_trained (labels are matched to the data's)")
+    if labels is None:
+        raise TunewiseError(f"model: {source} has no trained classification head; fine-tune it first (tunewise fit) "
+                            "or evaluate a tunewise run folder")
+    return label_map(labels, classes, source)
+
+
+def _listed(names: Sequence[str], most: int = 12) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... ({len(names)} in all)"
+
+
+def _quoted(names: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(f"'{n}'" for n in names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
+def label_map(model_labels: Sequence[str], data_labels: Sequence[str], source: str) -> list[int] | None:
+    """Match a trained head's labels to the data's by name.
+
+    Returns:
+        ``mapping[i]``: the data's class index of the model's output ``i``; None when the model's
+        outputs are already in the data's order.
+
+    Raises:
+        TunewiseError: the two label sets differ (named, both ways).
+    """
+    model_labels, data_labels = [str(x) for x in model_labels], [str(x) for x in data_labels]
+    if model_labels == data_labels:
+        return None
+    unknown = [d for d in data_labels if d not in model_labels]
+    unused = [m for m in model_labels if m not in data_labels]
+    if not unknown and not unused and len(set(model_labels)) == len(model_labels):
+        return [data_labels.index(label) for label in model_labels]
+    why = []
+    if unknown:
+        why.append(f"{_quoted(unknown)} {'is not a label' if len(unknown) == 1 else 'are not labels'} of the model")
+    if unused:
+        why.append(f"{_quoted(unused)} {'is' if len(unused) == 1 else 'are'} not in the data")
+    if not why:
+        why.append("the model repeats a label name")
+    raise TunewiseError(f"model: {source} was trained on other labels (model labels: {_listed(model_labels)}; "
+                        f"data labels: {_listed(data_labels)}): {'; '.join(why)}")
 
 
 def head_linear(model: nn.Module, n_classes: int) -> nn.Linear:

@@ -33,6 +33,7 @@ from tunewise.errors import TunewiseError
 from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
 from tunewise.evaluate.retrieval import EvalResult, metric_names
 from tunewise.evaluate.search import top_k
+from tunewise.models.loading import check_modality, load_errors, load_pretrained, load_pretrained_model, resolve_model
 from tunewise.tasks.base import TASKS, HeadSupport, MemoryProfile, TaskSpec, TrainStats
 from tunewise.tasks.classifier_shared import run_trainer
 from tunewise.tasks.image_classification import display_name
@@ -73,11 +74,15 @@ class ClipTask:
                          why="CLIP's heads are its two projections into the shared space"),
         # each tower encodes one input per example: an image and its caption
         memory=MemoryProfile(step="image-text", sequence="model", arch_from="model"),
+        modality="image-text",
     )
 
     def __init__(self) -> None:
         self._processor: Any = None
         self._pre: Preprocess | None = None
+
+    def check_config(self, config: RunConfig) -> None:
+        check_modality(config.model, "image-text", task=self.spec.name)
 
     def prepare_data(self, config: RunConfig) -> CaptionData:
         metric_names(config.eval)
@@ -114,12 +119,11 @@ class ClipTask:
         if not config.model:
             raise TunewiseError("model: task clip has no packaged model; give a CLIP folder or hub id, "
                                 "e.g. model: openai/clip-vit-base-patch32")
-        try:
-            model = CLIPModel.from_pretrained(config.model, dtype=torch.float32)
-            self._processor = AutoProcessor.from_pretrained(config.model)
-        except (OSError, ValueError) as err:
-            raise TunewiseError(f"model: cannot load '{config.model}' as CLIP with its processor "
-                                f"({str(err).splitlines()[0]})") from None
+        source = resolve_model(config.model)
+        check_modality(source, "image-text", task=self.spec.name, fetch=True)
+        with load_errors(source, " as CLIP with its processor"):
+            model = load_pretrained_model(CLIPModel, source, dtype=torch.float32)
+            self._processor = load_pretrained(AutoProcessor, source)
         image_proc = getattr(self._processor, "image_processor", None)
         mean = tuple(config.image.mean or getattr(image_proc, "image_mean", None) or CLIP_MEAN)
         std = tuple(config.image.std or getattr(image_proc, "image_std", None) or CLIP_STD)

@@ -27,7 +27,9 @@ class Diverged(TunewiseError):
 def _advice(args: Any) -> str:
     lr = getattr(args, "learning_rate", None)
     half = getattr(args, "fp16", False) or getattr(args, "bf16", False)
-    tips = [f"lower train.learning_rate (now {lr:g})" if lr is not None else "lower train.learning_rate"]
+    # the rate the trainer used: train.learning_rate, or a strategy's own (head: strategy.head_lr)
+    now = f" (now {lr:g})" if lr is not None else ""
+    tips = [f"lower the learning rate{now}: train.learning_rate, or the strategy's own rate such as strategy.head_lr"]
     if half:
         tips.append("or set train.precision: fp32")
     return "; ".join(tips)

@@ -18,7 +18,7 @@ from tunewise.config import RunConfig
 from tunewise.data.retrieval import RetrievalData, prepare_retrieval_data
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.retrieval import EvalResult, evaluate_retrieval, make_trainer_evaluator, metric_names
-from tunewise.models.loading import load_sentence_transformer
+from tunewise.models.loading import check_modality, load_sentence_transformer
 from tunewise.tasks.base import TASKS, HeadSupport, MemoryProfile, TaskSpec, TrainStats
 from tunewise.tasks.embedding_losses import LOSSES, rows_for_loss
 from tunewise.tasks.progress import quiet_progress
@@ -61,6 +61,7 @@ class EmbeddingTask:
     def check_config(self, config: RunConfig) -> None:
         LOSSES.get(config.train.loss)
         metric_names(config.eval)
+        check_modality(config.model, "text", task=self.spec.name)  # a vision backbone: refused before any work
 
     def prepare_data(self, config: RunConfig) -> RetrievalData:
         self.check_config(config)  # an unknown loss fails before reading data

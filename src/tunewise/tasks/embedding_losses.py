@@ -46,7 +46,8 @@ def _st_losses():
 
 LOSSES.register("mnrl")(LossSpec(lambda m, c: _st_losses().MultipleNegativesRankingLoss(m), True, "anchor"))
 LOSSES.register("cached_mnrl")(
-    LossSpec(lambda m, c: _st_losses().CachedMultipleNegativesRankingLoss(m, mini_batch_size=c.mini_batch_size, show_progress_bar=False), True, "anchor")
+    LossSpec(lambda m, c: _st_losses().CachedMultipleNegativesRankingLoss(m, mini_batch_size=c.mini_batch_size,
+                                                                          show_progress_bar=False), True, "anchor")
 )
 LOSSES.register("triplet")(LossSpec(lambda m, c: _st_losses().TripletLoss(m, triplet_margin=c.margin), False, "triplet"))
 LOSSES.register("cosent")(LossSpec(lambda m, c: _st_losses().CoSENTLoss(m), False, "scored"))

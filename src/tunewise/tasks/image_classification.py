@@ -19,7 +19,16 @@ from tunewise.config import RunConfig
 from tunewise.data.images import ImageDataset, Preprocess, encode_batches, image_content_keys, read_image_records
 from tunewise.data.labeled import LabeledData, labeled_chance, labeled_n_train, labeled_report, labeled_subset, split_labeled
 from tunewise.errors import TunewiseError
-from tunewise.models.vision import LogitsClassifier, VisionMeta, frozen_batchnorm, load_classifier, save_network
+from tunewise.models.vision import (
+    PACKAGED,
+    LogitsClassifier,
+    VisionMeta,
+    check_backbone,
+    frozen_batchnorm,
+    load_classifier,
+    save_network,
+    saved_class_labels,
+)
 from tunewise.outputs import write_json
 from tunewise.tasks.base import TASKS, MemoryProfile, TaskSpec, TrainStats
 from tunewise.tasks.classifier_shared import (
@@ -31,6 +40,7 @@ from tunewise.tasks.classifier_shared import (
     fit_probe_into_head,
     head_linear,
     linear_probe_baseline,
+    match_trained_head,
     merged_for_saving,
     run_trainer,
     score,
@@ -82,6 +92,8 @@ class ImageClassificationTask(CachedImageFeatures):
         name="image-classification", summary="image classification: image -> one of N labels (transformers or timm backbones)",
         unit="images", primary="accuracy", metrics=CLASSIFIER_METRICS, head=CLASSIFIER_HEAD,
         memory=MemoryProfile(step="image", sequence="image", arch_from="model"),
+        default_model="EfficientNet-Lite0 (packaged)",
+        modality="image",
     )
     # the data half of the contract, shared by the tasks over LabeledData
     data_report = staticmethod(labeled_report)
@@ -95,6 +107,10 @@ class ImageClassificationTask(CachedImageFeatures):
         self._pre: Preprocess | None = None
         self._before: ClassificationResult | None = None
         self._after: ClassificationResult | None = None
+        self._label_map: list[int] | None = None  # model output -> data class (a trained head, evaluated)
+
+    def check_config(self, config: RunConfig) -> None:
+        check_backbone(config.model, task=self.spec.name, head=True)
 
     def prepare_data(self, config: RunConfig) -> LabeledData[Path]:
         data = prepare_labeled_images(config)
@@ -102,10 +118,26 @@ class ImageClassificationTask(CachedImageFeatures):
         return data
 
     def load_model(self, config: RunConfig, device: str):
+        """The backbone with a head for the data's classes (new, or a saved one of that size): for ``fit``."""
         if self._classes is None:
             raise TunewiseError("image-classification: prepare_data must run before load_model (the head needs the classes)")
-        model, self._meta = load_classifier(config.model, self._classes)
+        return self._load(config, self._classes, device, None)
+
+    def load_trained(self, config: RunConfig, device: str):
+        """A saved classifier with its own head, its labels matched to the data's by name (``tunewise evaluate``).
+
+        Raises:
+            TunewiseError: the model has no trained head, or it was trained on other labels.
+        """
+        check_backbone(config.model, task=self.spec.name, head=True, fetch=True)
+        labels = saved_class_labels(config.model)
+        mapping = match_trained_head(labels, self._classes, config.model or f"{PACKAGED} (packaged)", self.spec.name)
+        return self._load(config, labels, device, mapping)  # type: ignore[arg-type]
+
+    def _load(self, config: RunConfig, labels: list[str], device: str, mapping: list[int] | None):
+        model, self._meta = load_classifier(config.model, labels, task=self.spec.name)
         self._pre = preprocess(config, self._meta)
+        self._label_map = mapping
         return model.to(device)
 
     def modules(self, model):
@@ -132,7 +164,7 @@ class ImageClassificationTask(CachedImageFeatures):
         for batch in encode_batches(ImageDataset(paths, None, self._pre), batch_size, "classifying images", progress):
             preds.extend(model(pixel_values=batch["pixel_values"].to(device)).logits.argmax(-1).tolist())
         model.train(was)
-        return preds
+        return preds if self._label_map is None else [self._label_map[p] for p in preds]
 
     def evaluate(self, model, data: LabeledData[Path], config: RunConfig, *, split: str = "eval") -> ClassificationResult:
         paths, labels = (data.validation, data.validation_labels) if split == "validation" else (data.eval, data.eval_labels)

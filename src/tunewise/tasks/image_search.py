@@ -30,7 +30,7 @@ from tunewise.errors import TunewiseError
 from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
 from tunewise.evaluate.retrieval import EvalResult, metric_names
 from tunewise.evaluate.search import top_k
-from tunewise.models.vision import VisionMeta, frozen_batchnorm, load_features, save_network
+from tunewise.models.vision import VisionMeta, check_backbone, frozen_batchnorm, load_features, save_network
 from tunewise.tasks.base import TASKS, HeadSupport, MemoryProfile, TaskSpec, TrainStats
 from tunewise.tasks.classifier_shared import merged_for_saving, run_trainer
 from tunewise.tasks.image_classification import CachedImageFeatures, display_name, prepare_labeled_images, preprocess
@@ -104,6 +104,8 @@ class ImageSearchTask(CachedImageFeatures):
         unit="images", primary="mrr@20",
         head=HeadSupport("pooled-image", refused_options=("activation",), why="image search trains a linear projection"),
         memory=MemoryProfile(step="image", sequence="image", arch_from="model"),
+        default_model="EfficientNet-Lite0 (packaged)",
+        modality="image",
     )
     # the data half of the contract, shared by the tasks over LabeledData
     data_report = staticmethod(labeled_report)
@@ -118,6 +120,7 @@ class ImageSearchTask(CachedImageFeatures):
     def check_config(self, config: RunConfig) -> None:
         build_loss(config.train.loss, config.image, 1, 2)
         metric_names(config.eval)
+        check_backbone(config.model, task=self.spec.name)
 
     def prepare_data(self, config: RunConfig) -> LabeledData[Path]:
         self.check_config(config)  # an unknown loss fails before reading data
@@ -133,7 +136,7 @@ class ImageSearchTask(CachedImageFeatures):
     def load_model(self, config: RunConfig, device: str) -> ImageEncoder:
         from safetensors.torch import load_file
 
-        features, self._meta = load_features(config.model, config.image.size)
+        features, self._meta = load_features(config.model, config.image.size, task=self.spec.name)
         self._pre = preprocess(config, self._meta)
         saved = Path(config.model).expanduser() / PROJECTION_FILE if config.model else None
         if saved is not None and saved.is_file():

@@ -49,7 +49,7 @@ def test_guard_stops_on_nonfinite_gradients():
     assert not nonfinite_gradients(model)
     model.weight.grad[0, 0] = float("nan")
     state = types.SimpleNamespace(global_step=4, max_steps=10, epoch=0.4)
-    with pytest.raises(Diverged, match="step 5 of 10.*Lower train.learning_rate \\(now 1e\\+06\\)"):
+    with pytest.raises(Diverged, match="step 5 of 10.*Lower the learning rate \\(now 1e\\+06\\)"):
         DivergenceGuard().on_pre_optimizer_step(_args(), state, None, model=model)
 
 

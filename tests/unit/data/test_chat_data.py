@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import string
-
 import pytest
 
 from tunewise.data.chat import (
@@ -18,23 +16,7 @@ from tunewise.data.chat import (
 )
 from tunewise.errors import TunewiseError
 
-SPECIALS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-
-
-def tiny_tokenizer(chat_template: str | None = CHATML):
-    """Character-level fast tokenizer: one token per character, ChatML markers as special tokens."""
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast
-
-    chars = list(string.ascii_letters + string.digits + string.punctuation + " \n")
-    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(SPECIALS + chars)}, merges=[], unk_token="<unk>"))
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                  pad_token="</s>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
-    tok.chat_template = chat_template
-    return tok
+from tiny_models import CHATML, tiny_tokenizer  # noqa: E402 - shared tiny tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tunewise.demos import DEFAULT_DEMO, DEMOS, Demo, cached_jsonl, demo_config,
 from tunewise.errors import TunewiseError
 from tunewise.tasks import TASKS
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def test_the_demos_users_type_are_registered_and_run_registered_tasks():

@@ -78,7 +78,8 @@ def test_qlora_sft_on_a_tiny_llama_saves_an_adapter_and_a_merged_model(device, t
     from transformers import AutoModelForCausalLM
 
     import tunewise
-    from test_task_causal_lm import build_tiny_lm, json_rows, write_jsonl
+
+    from tiny_models import build_tiny_lm, json_rows, write_jsonl
 
     # hidden 64: bitsandbytes' CPU kernels work in blocks of 64 input features
     model = build_tiny_lm(tmp_path / "tiny-llama", "llama", hidden=64)
@@ -118,7 +119,8 @@ def test_qlora_still_trains_every_layer_after_an_evaluation(device, tmp_path):
     from tunewise.config import load_config
     from tunewise.strategies import resolve_strategy
     from tunewise.tasks import TASKS
-    from test_task_causal_lm import build_tiny_lm
+
+    from tiny_models import build_tiny_lm
 
     path = build_tiny_lm(tmp_path / "tiny-llama", "llama", hidden=64)
     cfg = load_config(None, values={"task": "causal_lm", "model": path, "train.device": device,

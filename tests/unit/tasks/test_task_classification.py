@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from tunewise.config import load_config
-from tunewise.tasks import TASKS
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.classification import (
     CLASSIFICATION_METRICS,
@@ -19,6 +18,7 @@ from tunewise.evaluate.classification import (
     confusion_matrix,
     per_class,
 )
+from tunewise.tasks import TASKS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -116,23 +116,6 @@ def test_probe_folding_reproduces_sklearn():
 # -- a tiny BERT end to end ---------------------------------------------------------------------
 
 
-def _tiny_bert(path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(40)]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=32)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
-    BertModel(config).save_pretrained(str(path))
-    fast.save_pretrained(str(path))
-    return path
-
-
 def _texts_file(path, n_per_class=12):
     rng = random.Random(0)
     rows = []
@@ -143,16 +126,11 @@ def _texts_file(path, n_per_class=12):
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return _tiny_bert(tmp_path_factory.mktemp("bert"))
-
-
 def test_fit_end_to_end(tiny_bert, tmp_path):
+    from rich.console import Console
     from transformers import AutoModelForSequenceClassification
 
     from tunewise.run import fit
-    from rich.console import Console
 
     data = _texts_file(tmp_path / "texts.jsonl")
     out = tmp_path / "out"

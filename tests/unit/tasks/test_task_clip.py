@@ -20,32 +20,6 @@ from PIL import Image  # noqa: E402
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
-
-    path = tmp_path_factory.mktemp("clip")
-    # A character-level BPE vocabulary: enough for CLIP's tokenizer class, tiny to build.
-    vocab = ["<pad>", "<unk>", "<s>", "</s>"] + list(string.ascii_lowercase) + [c + "</w>" for c in string.ascii_lowercase]
-    tok = Tokenizer(models.BPE({w: i for i, w in enumerate(vocab)}, [], unk_token="<unk>", end_of_word_suffix="</w>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = CLIPTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-                                  eos_token="</s>", model_max_length=32)
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=32, eos_token_id=3, bos_token_id=2, pad_token_id=0),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                           num_attention_heads=2),
-        projection_dim=8,
-    )
-    CLIPModel(config).save_pretrained(str(path))
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=tokenizer).save_pretrained(str(path))
-    return path
-
-
 def caption_file(root, n_per_colour=6, caption_column="caption"):
     rng = random.Random(0)
     (root / "img").mkdir(parents=True)

@@ -23,7 +23,7 @@ def test_pairs_split_holds_out_queries_and_keeps_whole_corpus(pairs_file):
     assert not train_queries & {normalize(q) for q in data.eval.queries.values()}
     # Every distinct answer is searchable, including the answers of training pairs.
     assert len(data.eval.corpus) == len({r["positive"] for r in json.loads("[" + ",".join(pairs_file.read_text().splitlines()) + "]")})
-    for qid, rel in data.eval.qrels.items():
+    for rel in data.eval.qrels.values():
         assert rel and all(d in data.eval.corpus for d in rel)
 
 

@@ -212,7 +212,7 @@ def test_ray_backend_without_ray_names_the_pip_command(config, tmp_path, monkeyp
     assert result.output.strip() == 'error: --backend ray needs Ray: pip install "tunewise[ray]"'
 
 
-def test_interrupted_sweep_is_one_line_exit_2_and_keeps_points(config, tmp_path, monkeypatch):
+def test_interrupted_sweep_is_one_line_exit_130_and_keeps_points(config, tmp_path, monkeypatch):
     from tunewise.budget import sweep
 
     real = sweep.run_job
@@ -227,7 +227,7 @@ def test_interrupted_sweep_is_one_line_exit_2_and_keeps_points(config, tmp_path,
     monkeypatch.setattr(sweep, "run_job", interrupt_second)
     out = tmp_path / "int"
     result = runner.invoke(app, _cli_args(config, out))
-    assert result.exit_code == 2
+    assert result.exit_code == 130  # as Ctrl-C anywhere else (SIGTERM: 143)
     last = [line for line in result.output.splitlines() if line.strip()][-1]
     assert last.startswith("error: interrupted; every finished point is kept in")
     assert len((out / "results.jsonl").read_text().splitlines()) == 2  # header + the finished point

@@ -42,28 +42,6 @@ def image_folder(root, n_per_class=8, modes=("RGB",), sizes=((24, 24),)):
     return root
 
 
-@pytest.fixture(scope="module")
-def tiny_resnet(tmp_path_factory):
-    from transformers import ResNetConfig, ResNetModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("resnet")
-    ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                             layer_type="basic")).save_pretrained(str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory):
-    from transformers import ViTConfig, ViTModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("vit")
-    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=32)).save_pretrained(str(path))
-    return path
-
-
 def _cfg(task, model, train, out, *extra):
     return load_config(None, [f"task={task}", f"model={model}", f"data.train={train}", f"output_dir={out}",
                               "image.size=32", "train.epochs=2", "train.batch_size=6", "train.learning_rate=1e-3",

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tunewise.budget.advice import recommend
 from tunewise.budget.forecast import forecast, labels_for_target, validate_forecast
 from tunewise.budget.grid import default_grid
-from tunewise.budget.advice import recommend
 from tunewise.budget.roi import BudgetPoint, summarize_points
 from tunewise.report.html import render_html, write_html, write_report
 from tunewise.report.plots import plot_all, plot_roi_vs_items

@@ -69,7 +69,8 @@ def _tiny(kind):
     import transformers as tf
 
     if kind == "bert":
-        return tf.BertModel(tf.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)), "encoder.layer"
+        config = tf.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
+        return tf.BertModel(config), "encoder.layer"
     if kind == "gpt2":
         return tf.GPT2Model(tf.GPT2Config(vocab_size=50, n_embd=16, n_layer=3, n_head=2, n_positions=32)), "h"
     if kind == "llama":

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import string
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -12,77 +10,10 @@ from rich.console import Console
 from tunewise.config import load_config
 from tunewise.errors import TunewiseError
 
-SPECIALS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+from tiny_models import CHATML, build_tiny_lm, json_rows, tiny_tokenizer, write_jsonl  # noqa: E402,F401
+from tiny_models import lm_config as config  # noqa: E402
+
 QUIET = Console(quiet=True)
-
-
-def tiny_tokenizer(chat_template: str | None):
-    """Character-level fast tokenizer: one token per character, ChatML markers as special tokens."""
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast
-
-    chars = list(string.ascii_letters + string.digits + string.punctuation + " \n")
-    tk = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(SPECIALS + chars)}, merges=[], unk_token="<unk>"))
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                  pad_token="</s>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
-    tok.chat_template = chat_template
-    return tok
-
-
-def build_tiny_lm(path: Path, arch: str, hidden: int = 32) -> str:
-    """A tiny random causal LM folder: Llama (with a ChatML template) or GPT-2 (no template)."""
-    import torch
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
-
-    torch.manual_seed(0)
-    tok = tiny_tokenizer(CHATML if arch == "llama" else None)
-    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
-    if arch == "llama":
-        config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, **ids)
-    else:
-        config = GPT2Config(vocab_size=len(tok), n_embd=hidden, n_layer=2, n_head=2, n_positions=256, **ids)
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> str:
-    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny-llama", "llama")
-
-
-@pytest.fixture(scope="module")
-def tiny_gpt2(tmp_path_factory) -> str:
-    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny-gpt2", "gpt2")
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
-
-
-def json_rows(n: int = 40) -> list[dict]:
-    """Prompt -> a fixed JSON shape: a format a random model does not follow but learns fast."""
-    words = ["roof", "door", "wall", "yard", "gate"]
-    return [{"prompt": f"item {words[i % 5]} {i}", "completion": json.dumps({"id": i % 5})} for i in range(n)]
-
-
-def config(tmp_path: Path, model: str, data: str, **extra) -> dict:
-    cfg = {"task": "causal_lm", "model": model, "output_dir": str(tmp_path / "run"), "overwrite": True,
-           "data": {"train": data, "eval_size": 8},
-           "train": {"epochs": 3, "batch_size": 8, "learning_rate": 3e-3, "warmup_ratio": 0.0},
-           "llm": {"max_length": 64, "max_new_tokens": 12, "format_check": "json"}, "eval": {"examples": 2}}
-    for key, value in extra.items():
-        section, _, name = key.partition("__")
-        if name:
-            cfg.setdefault(section, {})[name] = value
-        else:
-            cfg[section] = value
-    return cfg
 
 
 # ---- config rules
