@@ -55,6 +55,7 @@ def staged_dir(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _umask_modes(staging)
     old = None
     if target.exists():
         old = target.parent / f".{target.name}.old-{os.getpid()}"
@@ -62,6 +63,16 @@ def staged_dir(target: Path) -> Iterator[Path]:
     os.replace(staging, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give every file and folder of a run the permissions the user's umask gives new files
+    (libraries' temp-file writes leave some of them private, 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _pid_alive(pid: int) -> bool:

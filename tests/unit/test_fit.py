@@ -160,3 +160,17 @@ def test_evaluate_before_scores_the_baseline_of_a_task_that_has_one():
 
     assert evaluate_before(Plain(), "m", SimpleNamespace(), cfg, strategy, options) == "evaluated m"
     assert evaluate_before(WithBaseline(), "m", SimpleNamespace(), cfg, strategy, options) == "baseline of m"
+
+
+def test_outputs_follow_the_umask_like_the_model_files(tiny_st_model, pairs_file, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = tunewise.fit(run_config(tiny_st_model, pairs_file, tmp_path)).output_dir
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
+    for name in ("metrics.json", "config.yaml", "README.md", "model.safetensors"):
+        assert modes[name] == 0o644, (name, oct(modes[name]))  # mkstemp's private 0600 is not kept
+    assert out.stat().st_mode & 0o777 == 0o755

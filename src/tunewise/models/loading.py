@@ -67,6 +67,7 @@ def resolve_model(name: str | None) -> str:
         if not any((path / m).is_file() for m in markers):
             raise TunewiseError(f"model: {name} has no config.json or modules.json; is it a saved model folder?")
         refuse_custom_code(path)
+        refuse_pickle_weights(path, name)  # before any data is read, not only when the weights load
         return str(path)
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
     if looks_local:

@@ -70,7 +70,13 @@ def display_name(path: Path) -> str:
 
 
 class CachedImageFeatures:
-    """What strategy head needs of an image task (see :mod:`tunewise.strategies.head`)."""
+    """The :class:`~tunewise.tasks.base.CachesFeatures` capability of the image tasks (strategy head).
+
+    Kept as one small capability class that both image tasks list as their only base: the
+    three methods are the same for both (keys by image content, the evaluation transform of
+    ``self._pre``), and three delegating methods in each task would read worse. It holds no
+    state of its own and no task logic; the task's contract is :class:`~tunewise.tasks.base.Task`.
+    """
 
     _pre: Preprocess | None
 

@@ -290,10 +290,7 @@ CASES: list[Case] = [
     Case("cls-remote-code-model", (*CLS[:3], "--model", "{tmp}/remote", "-o", "{tmp}/out", "--train", "{tmp}/d.csv"),
          {"d.csv": labeled_csv(texts()), "remote": remote_code_model}, expect=("code",), absent=("out", "remote/PWNED")),
     Case("cls-pickle-weights", (*CLS[:3], "--model", "{tmp}/pickled", "-o", "{tmp}/out", "--train", "{tmp}/d.csv"),
-         {"d.csv": labeled_csv(texts()), "pickled": pickle_model}, expect=("pickle",), absent=("out", "pickled/PWNED"),
-         xfail="pickle-only weights are refused in load_model, after the data is read and 'data: 15 training items' is "
-               "printed (2 lines); a folder needing custom code or of the wrong modality is refused before the data "
-               "(run.fit's resolve_model step): refuse_pickle_weights could run there too"),
+         {"d.csv": labeled_csv(texts()), "pickled": pickle_model}, expect=("pickle",), absent=("out", "pickled/PWNED")),
     Case("cls-evaluate-bare-backbone", ("evaluate", "--set", "task=classification", "--model", "{bert}",
                                         "--train", "{tmp}/d.csv"), {"d.csv": labeled_csv(texts())}, expect=("head",)),
     Case("cls-evaluate-other-labels", ("evaluate", "--set", "task=classification", "--model", "{tmp}/clf",
