@@ -78,6 +78,7 @@ def row_of(label: str, metrics: dict[str, Any]) -> dict[str, Any]:
         "before": metrics["before"][primary],
         "after": metrics["after"][primary],
         "relative_improvement": metrics["relative_improvement"].get(primary),
+        "interval": metrics.get("uncertainty", {}).get(primary),  # paired bootstrap of the gain over before
         "trainable_params": s["trainable_params"],
         "total_params": s["total_params"],
         "trainable_fraction": s["trainable_fraction"],
@@ -88,19 +89,67 @@ def row_of(label: str, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def versus_best(rows: list[dict[str, Any]], after_items: dict[str, list[float] | None], *, higher_is_better: bool,
+                confidence: float, resamples: int, seed: int) -> None:
+    """Mark each row's difference from the best strategy, with a paired permutation test.
+
+    The best row (highest primary score after, lowest for a loss) is compared with every other
+    on the same evaluation items: ``row["vs_best"]`` gets the paired interval of
+    ``other - best`` (:func:`~tunewise.evaluate.uncertainty.paired_interval`) and
+    ``significant``: whether the p-value is below ``1 - confidence``. Rows without per-item
+    scores (a macro metric, an old run) get None.
+
+    Args:
+        rows: the table rows (:func:`row_of`), changed in place.
+        after_items: strategy label -> the per-item primary scores of its fine-tuned model.
+    """
+    from tunewise.evaluate.uncertainty import paired_interval
+
+    if not rows:
+        return
+    best = (max if higher_is_better else min)(rows, key=lambda r: r["after"])
+    best_items = after_items.get(best["strategy"])
+    for row in rows:
+        items = after_items.get(row["strategy"])
+        row["best"] = row is best
+        if row is best or best_items is None or items is None or len(items) != len(best_items):
+            row["vs_best"] = None
+            continue
+        test = paired_interval(best_items, items, confidence=confidence, resamples=resamples, seed=seed)
+        p = test["p_value"]
+        row["vs_best"] = {**test, "significant": p is not None and p < 1 - confidence}
+
+
+def vs_best_cell(row: dict[str, Any]) -> str:
+    """The "vs best" cell: best, or the difference from the best strategy with its p-value."""
+    if row.get("best"):
+        return "best"
+    test = row.get("vs_best")
+    if not test or test.get("p_value") is None:
+        return "n/a"
+    p = test["p_value"]
+    p_text = f"p = {p:.3g}" if p >= 1e-3 else "p < 0.001"
+    verdict = "differs" if test["significant"] else "not significant"
+    return f"{test['difference']:+.4f} ({p_text}, {verdict})"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table."""
+    from tunewise.evaluate.uncertainty import describe
+
     if not rows:
         return ""
     m = rows[0]["metric"]
-    lines = [f"| strategy | {m} before | {m} after | relative | trainable params | seconds | samples/s | peak memory (MiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| strategy | {m} before | {m} after | relative | trainable params | seconds | samples/s | peak memory (MiB) "
+             "| vs best |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        rel = "n/a" if r["relative_improvement"] is None else f"{r['relative_improvement'] * 100:+.1f}%"
+        rel = describe(r["relative_improvement"], r.get("interval"))
         lines.append(
             f"| {r['strategy']} | {r['before']:.4f} | {r['after']:.4f} | {rel} | "
             f"{r['trainable_params']:,} ({r['trainable_fraction'] * 100:.2f}%) | {r['seconds']:.1f} | "
-            f"{r['samples_per_second']:.1f} | {r['peak_mib'] if r['peak_mib'] is not None else 'n/a'} |"
+            f"{r['samples_per_second']:.1f} | {r['peak_mib'] if r['peak_mib'] is not None else 'n/a'} | "
+            f"{vs_best_cell(r)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -133,13 +182,17 @@ def compare(config: RunConfig, strategies: list[str | dict[str, Any]], output_di
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        rows = []
+        rows, after_items = [], {}
         for label, cfg in planned:
             cfg.output_dir = str(out / label)
             cfg.overwrite = True
             console.rule(f"{label}")
             result = fit(cfg, console=console)
             rows.append(row_of(label, result.metrics))
+            after_items[label] = result.metrics.get("items", {}).get(result.metrics["primary_metric"], {}).get("after")
+        if rows:
+            versus_best(rows, after_items, higher_is_better=task.spec.higher_is_better(rows[0]["metric"]),
+                        confidence=config.eval.confidence, resamples=config.eval.resamples, seed=config.seed)
         table = markdown_table(rows)
         write_json(out / "compare.json", {"rows": rows, "config": config.to_dict()})
         write_text(out / "compare.md", f"# tunewise compare\n\n{table}\nPeak memory: {rows[0]['memory_method']}.\n")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.uncertainty import describe, p_value_line
 from tunewise.files import write_json, write_text  # noqa: F401 - the writers run() and the tasks use
 
 
@@ -131,9 +132,14 @@ def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usag
         "| metric | pre-trained | fine-tuned | relative improvement |",
         "|---|---:|---:|---:|",
     ]
+    uncertainty = metrics.get("uncertainty", {})
     for name in before:
         marker = " (primary)" if name == metrics["primary_metric"] else ""
-        lines.append(f"| {name}{marker} | {_fmt(before[name])} | {_fmt(after.get(name))} | {_fmt(rel.get(name), pct=True)} |")
+        lines.append(f"| {name}{marker} | {_fmt(before[name])} | {_fmt(after.get(name))} | "
+                     f"{describe(rel.get(name), uncertainty.get(name))} |")
+    if (line := p_value_line(metrics["primary_metric"], uncertainty.get(metrics["primary_metric"]))):
+        lines += ["", f"Uncertainty: {line} (paired bootstrap over the evaluation items, "
+                      f"{uncertainty[metrics['primary_metric']]['resamples']} resamples)."]
     lines += [
         "",
         "## Training",

@@ -29,6 +29,7 @@ from rich.console import Console
 from tunewise.budget.roi import relative_improvement
 from tunewise.config import RunConfig, dump_config, load_config
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.uncertainty import HasItems, gain_intervals, p_value_line
 from tunewise.memory.measure import PeakMemory
 from tunewise.memory.runs import choose_cpu_allocator, memory_block, preflight_run
 from tunewise.models.loading import pick_device, resolve_model
@@ -188,6 +189,10 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
         console.print("evaluating the fine-tuned model")
         after = task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg)
         console.print(f"  after: {primary} = {after.metrics[primary]:.4f}")
+        uncertainty = gain_intervals(before, after, confidence=cfg.eval.confidence, resamples=cfg.eval.resamples,
+                                     seed=cfg.seed)
+        if (line := p_value_line(primary, uncertainty.get(primary))) is not None:
+            console.print(f"  {line}")
         warnings = chance_warnings(task, data, cfg, after.metrics)
         for warning in warnings:
             console.print(f"[bold red]warning:[/] {warning}")
@@ -207,6 +212,8 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
             "after": after.metrics,
             "relative_improvement": {name: relative_improvement(value, after.metrics[name])
                                      for name, value in before.metrics.items() if name in after.metrics},
+            "uncertainty": uncertainty,
+            "items": primary_items(before, after, primary),
             "strategy": {**info.as_dict(), "options": dict(cfg.strategy), **hooks},
             "train": {
                 "seconds": round(stats.seconds, 3),
@@ -237,6 +244,16 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
         write_text(staging / "config.yaml", dump_config(cfg))
         write_text(staging / "README.md", card)
     return RunResult(out, metrics, before.examples, after.examples)
+
+
+def primary_items(before: Any, after: Any, primary: str) -> dict[str, dict[str, list[float]]]:
+    """The primary metric's per-item scores before and after (metrics.json ``items``: what
+    ``compare`` tests strategies with); the other metrics' items are left out to keep the file small."""
+    if not isinstance(before, HasItems) or not isinstance(after, HasItems):
+        return {}
+    if primary not in before.items or primary not in after.items:
+        return {}
+    return {primary: {"before": list(before.items[primary]), "after": list(after.items[primary])}}
 
 
 def chance_warnings(task: Any, data: Any, cfg: RunConfig, after: dict[str, float]) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tunewise.cli.app import app
-from tunewise.compare import compare, markdown_table, parse_strategy, plan
+from tunewise.compare import compare, markdown_table, parse_strategy, plan, versus_best
 from tunewise.config import load_config
 from tunewise.errors import TunewiseError
 
@@ -38,6 +38,24 @@ def test_markdown_table_shows_the_columns():
     assert "| lora | 0.2500 | 0.3000 | +20.0% | 1,000 (1.00%) | 12.0 | 33.3 | 512.0 |" in table
 
 
+def test_versus_best_tests_each_strategy_against_the_best_on_paired_items():
+    rows = [{"strategy": s, "after": a} for s, a in (("head", 0.5), ("full", 0.9), ("lora", 0.85), ("old", 0.1))]
+    best = [1.0] * 90 + [0.0] * 10
+    items = {"head": [1.0] * 50 + [0.0] * 50, "full": best, "lora": best[:85] + [0.0] * 5 + best[90:], "old": None}
+    versus_best(rows, items, higher_is_better=True, confidence=0.95, resamples=1000, seed=0)
+    head, full, lora, old = rows
+    assert full["best"] and full["vs_best"] is None
+    assert head["vs_best"]["difference"] == pytest.approx(-0.4) and head["vs_best"]["significant"]
+    # lora lost 5 of 100 items and gained none: sign flips of 5 non-zero differences, p = 2/32 (sampled)
+    assert lora["vs_best"]["p_value"] == pytest.approx(2 / 32, abs=0.02) and not lora["vs_best"]["significant"]
+    assert old["vs_best"] is None  # a run without per-item scores is not tested
+    table = markdown_table([{**r, "metric": "mrr@20", "before": 0.1, "relative_improvement": 1.0, "trainable_params": 1,
+                             "trainable_fraction": 1.0, "seconds": 1.0, "samples_per_second": 1.0, "peak_mib": None}
+                            for r in rows])
+    assert "| best |" in table and "| -0.4000 (p = 0.002, differs) |" in table
+    assert "| -0.0500 (p = 0.0659, not significant) |" in table and table.rstrip().endswith("| n/a |")
+
+
 def test_compare_runs_each_strategy_on_the_same_data(tiny_st_model, pairs_file, tmp_path):
     from rich.console import Console
 
@@ -50,6 +68,12 @@ def test_compare_runs_each_strategy_on_the_same_data(tiny_st_model, pairs_file, 
     assert rows[0]["trainable_params"] < rows[1]["trainable_params"]
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert len(saved["rows"]) == 2 and (tmp_path / "cmp" / "compare.md").is_file()
+    # each gain has its interval; the non-best strategy is tested against the best on the same queries
+    assert all(r["interval"]["abs_low"] <= r["interval"]["difference"] <= r["interval"]["abs_high"] for r in rows)
+    assert sum(r["best"] for r in rows) == 1
+    other = next(r for r in rows if not r["best"])
+    assert 0 < other["vs_best"]["p_value"] <= 1 and other["vs_best"]["difference"] <= 0
+    assert "| vs best |" in result["markdown"] and "95% CI" in result["markdown"]
 
 
 runner = CliRunner()

@@ -43,6 +43,21 @@ def test_fit_writes_a_loadable_model_with_metrics_and_card(tiny_st_model, pairs_
     card = (out / "README.md").read_text()
     assert "library_name: sentence-transformers" in card and "mrr@20 (primary)" in card
     assert "- loss: mnrl, learning rate 0.001, batch size 8" in card  # the embedding task lists its loss
+    # uncertainty: a paired bootstrap interval and permutation test for every metric, per-query items
+    assert set(metrics["uncertainty"]) == set(metrics["before"])
+    primary = metrics["uncertainty"]["mrr@20"]
+    assert primary.keys() >= {"abs_low", "abs_high", "rel_low", "rel_high", "p_value", "n", "confidence", "resamples"}
+    assert primary["n"] == len(metrics["items"]["mrr@20"]["after"]) == metrics["data"]["eval_queries"]
+    assert primary["abs_low"] <= primary["difference"] <= primary["abs_high"]
+    assert primary["rel_low"] <= metrics["relative_improvement"]["mrr@20"] <= primary["rel_high"]
+    assert 0 < primary["p_value"] <= 1
+    assert set(metrics["items"]) == {"mrr@20"}  # only the primary metric's items, to keep the file small
+    for side in ("before", "after"):
+        items = metrics["items"]["mrr@20"][side]
+        assert sum(items) / len(items) == pytest.approx(metrics[side]["mrr@20"], abs=1e-12)
+    for name, interval in metrics["uncertainty"].items():  # every metric's items average to it
+        assert interval["difference"] == pytest.approx(metrics["after"][name] - metrics["before"][name], abs=1e-9)
+    assert "95% CI" in card and "paired permutation test" in card
     assert load_config(out / "config.yaml") == cfg
     assert not list(tmp_path.glob(".run.tmp-*"))
 

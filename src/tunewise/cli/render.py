@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tunewise.evaluate.uncertainty import describe, p_value_line
+
 
 def _short(text: str, width: int = 90) -> str:
     text = " ".join(text.split())
@@ -20,12 +22,13 @@ def metrics_table(metrics: dict[str, Any], title: str = "before / after") -> Tab
     table.add_column("fine-tuned", justify="right")
     table.add_column("relative", justify="right")
     primary = metrics["primary_metric"]
+    uncertainty = metrics.get("uncertainty", {})
     for name, before in metrics["before"].items():
         after = metrics["after"].get(name)
         rel = metrics["relative_improvement"].get(name)
         style = "bold" if name == primary else None
         table.add_row(name + (" *" if name == primary else ""), f"{before:.4f}", f"{after:.4f}",
-                      "n/a" if rel is None else f"{rel * 100:+.1f}%", style=style)
+                      describe(rel, uncertainty.get(name)), style=style)
     return table
 
 
@@ -55,6 +58,8 @@ def show_run(console: Console, metrics: dict[str, Any], output_dir: str) -> None
     show_examples(console, metrics)
     console.print()
     console.print(metrics_table(metrics))
+    if (line := p_value_line(metrics["primary_metric"], metrics.get("uncertainty", {}).get(metrics["primary_metric"]))):
+        console.print(line)
     train, mem = metrics["train"], metrics["memory"]
     strat = metrics["strategy"]
     console.print(

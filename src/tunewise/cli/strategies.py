@@ -43,9 +43,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     ) -> None:
         """Run several strategies on the same data and budget; print one table."""
-        from tunewise.compare import DEFAULT_STRATEGIES
+        from tunewise.compare import DEFAULT_STRATEGIES, vs_best_cell
         from tunewise.compare import compare as run_compare
         from tunewise.config import load_config
+        from tunewise.evaluate.uncertainty import describe
 
         values = {k: v for k, v in {"data.train": train, "model": model, "train.epochs": epochs,
                                     "overwrite": overwrite or None}.items() if v is not None}
@@ -64,13 +65,14 @@ def register(app: typer.Typer) -> None:
         rows = result["rows"]
         metric = rows[0]["metric"]
         table = Table(title=f"strategies on the same data and budget ({metric})", title_justify="left")
-        for col in ("strategy", "before", "after", "relative", "trainable params", "seconds", "samples/s", "peak MiB"):
-            table.add_column(col, justify="left" if col == "strategy" else "right")
+        for col in ("strategy", "before", "after", "relative", "trainable params", "seconds", "samples/s", "peak MiB",
+                    "vs best"):
+            table.add_column(col, justify="left" if col in ("strategy", "vs best") else "right")
         for r in rows:
-            rel = "n/a" if r["relative_improvement"] is None else f"{r['relative_improvement'] * 100:+.1f}%"
-            table.add_row(r["strategy"], f"{r['before']:.4f}", f"{r['after']:.4f}", rel,
+            table.add_row(r["strategy"], f"{r['before']:.4f}", f"{r['after']:.4f}",
+                          describe(r["relative_improvement"], r.get("interval")),
                           f"{r['trainable_params']:,} ({r['trainable_fraction'] * 100:.2f}%)", f"{r['seconds']:.1f}",
-                          f"{r['samples_per_second']:.1f}", str(r["peak_mib"]))
+                          f"{r['samples_per_second']:.1f}", str(r["peak_mib"]), vs_best_cell(r))
         console.print(table)
         console.print(f"runs and compare.md in {result['output_dir']}")
 

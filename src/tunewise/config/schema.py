@@ -119,6 +119,10 @@ class EvalConfig:
     batch_size: int = field(default=64, metadata={"help": "Encoding batch size."})
     examples: int = field(default=3, metadata={"help": "Held-out queries shown with their top results before and after."})
     backend: str = field(default="auto", metadata={"help": "Top-k search: exact (matrix product), faiss or auto."})
+    confidence: float = field(default=0.95, metadata={"help": "Level of the paired bootstrap intervals of every before/after gain "
+        "(between 0 and 1)."})
+    resamples: int = field(default=2000, metadata={"help": "Bootstrap resamples of those intervals, and permutations of the paired "
+        "significance test (at least 100)."})
 
     def __post_init__(self) -> None:
         if not self.k:
@@ -132,6 +136,10 @@ class EvalConfig:
             raise TunewiseError(f"eval.examples: must be 0 or more, got {self.examples}")
         if self.backend not in ("auto", "exact", "faiss"):
             raise TunewiseError(f"eval.backend: unknown '{self.backend}'; use auto, exact or faiss")
+        if isinstance(self.confidence, bool) or not isinstance(self.confidence, (int, float)) or not 0 < self.confidence < 1:
+            raise TunewiseError(f"eval.confidence: must be between 0 and 1 (exclusive), e.g. 0.95; got {self.confidence!r}")
+        if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or self.resamples < 100:
+            raise TunewiseError(f"eval.resamples: must be an integer of at least 100, e.g. 2000; got {self.resamples!r}")
 
     primary_default = "mrr@20"  # what "left at default" means for RunConfig's choice of primary
 

@@ -342,26 +342,56 @@ def retrieval_metrics(
         TunewiseError: for an unknown metric, ``k <= 0``, qrels without any relevant
             document, or a document repeated in one query's ranking.
     """
+    return mean_per_metric(retrieval_metrics_per_query(run, qrels, ks, names, extra))
+
+
+def mean_per_metric(items: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Mean of each metric's per-query values (summed in query order, as trec_eval does)."""
+    means = {}
+    for key, values in items.items():
+        total = 0.0
+        for value in values:
+            total += value
+        means[key] = total / len(values)
+    return means
+
+
+def retrieval_metrics_per_query(
+    run: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    ks: Sequence[int] = (1, 5, 10, 20),
+    names: Sequence[str] = METRICS,
+    extra: Sequence[str] = ("ndcg@10",),
+) -> dict[str, list[float]]:
+    """Each metric of each judged query, in the order of ``qrels`` (what :func:`retrieval_metrics` averages).
+
+    Two runs scored against the same ``qrels`` list their queries in the same order, so the
+    values are paired item by item (:mod:`tunewise.evaluate.uncertainty`). Queries without
+    a relevant document are skipped, as in the mean.
+
+    Args and Raises: as :func:`retrieval_metrics`.
+
+    Returns:
+        ``{"mrr@1": [q1, q2, ...], ...}``, keys in the order of :func:`retrieval_metrics`.
+    """
     keys = _metric_keys(ks, names, extra)
     if not keys:
         raise TunewiseError("eval.k: give at least one cut-off, e.g. [1, 10, 20]")
     parsed = [parse_metric_name(key) for key in keys]
     max_k = max(k for _, k in parsed)
-    totals = dict.fromkeys(keys, 0.0)
-    n_queries = 0
+    values: dict[str, list[float]] = {key: [] for key in keys}
     for qid, judged in qrels.items():
         grades = _grades(judged)
         if not grades:
             continue  # no relevant document: nothing to find (see module docstring)
-        n_queries += 1
         g = _gains(run.get(qid, ()), grades, max_k, where=f"run['{qid}']")
         ideal = sorted(grades.values(), reverse=True)
         n_rel = len(grades)
         for key, (metric, k) in zip(keys, parsed):
-            totals[key] += _FORMULAS[metric](g, k, n_rel, ideal)
-    if n_queries == 0:
+            values[key].append(_FORMULAS[metric](g, k, n_rel, ideal))
+    if not values[keys[0]]:
         raise TunewiseError(
             "qrels: no query has a relevant document (grade > 0), so retrieval metrics are "
             "undefined; check the relevance labels of the evaluation data"
         )
-    return {key: total / n_queries for key, total in totals.items()}
+    return values

@@ -16,7 +16,7 @@ import torch
 from tunewise.config import EvalConfig
 from tunewise.data.retrieval import IRDataset
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.metrics import METRICS, parse_metric_name, retrieval_metrics
+from tunewise.evaluate.metrics import METRICS, mean_per_metric, parse_metric_name, retrieval_metrics_per_query
 from tunewise.evaluate.search import top_k
 
 
@@ -28,6 +28,9 @@ class EvalResult:
     seconds: float
     examples: list[dict[str, Any]] = field(default_factory=list)
     rankings: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    # metric -> its value on every judged query (qrels order, the same for every model): what
+    # ``metrics`` averages, kept for the paired intervals of :mod:`tunewise.evaluate.uncertainty`
+    items: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
 
 def canonical(name: str) -> str:
@@ -71,7 +74,8 @@ def evaluate_retrieval(model, data: IRDataset, cfg: EvalConfig, *, show_progress
     scores, idx = top_k(q_emb, d_emb, min(depth, len(d_ids)), normalize=False, backend=cfg.backend)
     scores, idx = scores.cpu().tolist(), idx.cpu().tolist()
     run = {q: [d_ids[i] for i in row] for q, row in zip(q_ids, idx)}
-    all_metrics = retrieval_metrics(run, data.qrels, ks=sorted({parse_metric_name(n)[1] for n in names}))
+    per_query = retrieval_metrics_per_query(run, data.qrels, ks=sorted({parse_metric_name(n)[1] for n in names}))
+    all_metrics = mean_per_metric(per_query)
     metrics = {n: float(all_metrics[n]) for n in names}
     seconds = time.perf_counter() - start
     examples = []
@@ -82,7 +86,7 @@ def evaluate_retrieval(model, data: IRDataset, cfg: EvalConfig, *, show_progress
             "top": [{"text": data.corpus[d], "score": round(s, 4), "relevant": d in data.qrels[q]}
                     for d, s in zip(run[q][:3], row_scores[:3])],
         })
-    return EvalResult(metrics, seconds, examples, run)
+    return EvalResult(metrics, seconds, examples, run, {n: per_query[n] for n in names})
 
 
 def make_trainer_evaluator(data: IRDataset, cfg: EvalConfig, name: str = "val"):

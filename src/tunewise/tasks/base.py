@@ -15,7 +15,7 @@ Required members (:class:`Task`), and who calls them:
 | ``n_train(data)`` / ``subset(data, indices)`` | run, sweep | training size; nested subsets of the budget planner |
 | ``load_model(config, device)`` | run, sweep, compare, wiseft | the pre-trained model |
 | ``modules(model)`` | strategies | the torch module whose parameters train |
-| ``evaluate(model, data, config, split=)`` | run, sweep | an EvalResult-like object with ``metrics`` and ``seconds`` |
+| ``evaluate(model, data, config, split=)`` | run, sweep | ``metrics``, ``seconds``, ``items`` (per-item scores, fixed order: :class:`~tunewise.evaluate.uncertainty.HasItems`) |
 | ``train(model, data, config, workdir=, callbacks=, param_groups=)`` | run (through the strategy) | train in place with the HF Trainer family |
 | ``save(model, path)`` | run | so that the ecosystem's own loader opens ``path`` |
 | ``card_info(data)`` | run | model card: library, pipeline_tag, usage, evaluated_on |

@@ -28,6 +28,9 @@ class LMEvalResult:
     seconds: float
     examples: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list, repr=False)
+    # metric -> 1.0/0.0 per generated example (same examples, same order for every model state):
+    # exact_match and format_valid are their means. The token-weighted loss has no per-example mean.
+    items: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
 
 def _device_of(model: Any) -> torch.device:
@@ -118,7 +121,10 @@ def evaluate_lm(model: Any, formatter: Formatter, examples: list[ChatExample], e
         if check is not None:
             item["format_valid"] = fmt
         shown.append(item)
-    return LMEvalResult(metrics, time.perf_counter() - start, shown, outputs)
+    items = {"exact_match": [float(ok) for ok in correct]}
+    if check is not None:
+        items["format_valid"] = [float(fmt) for fmt in valid]
+    return LMEvalResult(metrics, time.perf_counter() - start, shown, outputs, items if generated else {})
 
 
 def _last_user(example: ChatExample) -> str:

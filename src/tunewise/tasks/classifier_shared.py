@@ -63,6 +63,22 @@ class ClassificationResult:
     examples: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # classes, per_class, confusion_matrix
     predictions: list[int] = field(default_factory=list, repr=False)
+    # metric -> per-item value (evaluation order, the same for every model state), where the metric
+    # is a mean over items: accuracy is the mean of 1.0 (correct) / 0.0. Macro and weighted
+    # averages are not means over items: their intervals resample ``codes`` (see ``statistics``).
+    items: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    codes: list[int] = field(default_factory=list, repr=False)  # y_true * n_classes + y_pred per item
+    n_classes: int = 0
+
+    @property
+    def resampled(self) -> dict[str, tuple[list[int], Any]]:
+        """Metrics that are not means over items: their per-item codes and the statistic recomputing them."""
+        from tunewise.evaluate.uncertainty import classification_statistic
+
+        if not self.codes:
+            return {}
+        return {name: (self.codes, classification_statistic(name, self.n_classes))
+                for name in self.metrics if name not in self.items}
 
 
 def score(y_true: Sequence[int], y_pred: Sequence[int], classes: list[str], inputs: Sequence[str],
@@ -79,7 +95,9 @@ def score(y_true: Sequence[int], y_pred: Sequence[int], classes: list[str], inpu
     examples = [{"input": inputs[i], "expected": classes[y_true[i]], "output": classes[y_pred[i]],
                  "correct": y_true[i] == y_pred[i]} for i in range(min(n_examples, len(y_true)))]
     metrics = classification_metrics(list(y_true), list(y_pred), n)
-    return ClassificationResult(metrics, seconds, examples, details, list(y_pred))
+    items = {"accuracy": [float(t == p) for t, p in zip(y_true, y_pred)]}
+    codes = [int(t) * n + int(p) for t, p in zip(y_true, y_pred)]
+    return ClassificationResult(metrics, seconds, examples, details, list(y_pred), items, codes, n)
 
 
 def match_trained_head(labels: Sequence[str] | None, classes: Sequence[str] | None, source: str,

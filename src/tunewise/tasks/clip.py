@@ -30,7 +30,7 @@ from tunewise.config import RunConfig
 from tunewise.data.images import ImageDataset, Preprocess, encode_batches, read_image_records
 from tunewise.data.retrieval import normalize
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
+from tunewise.evaluate.metrics import mean_per_metric, parse_metric_name, retrieval_metrics_per_query
 from tunewise.evaluate.retrieval import EvalResult, metric_names
 from tunewise.evaluate.search import top_k
 from tunewise.models.loading import check_modality, load_errors, load_pretrained, load_pretrained_model, resolve_model
@@ -196,14 +196,15 @@ class ClipTask:
             by_caption.setdefault(normalize(c), []).append(i)
         run = {f"q{q}": [f"d{d}" for d in row] for q, row in enumerate(idx.tolist())}
         qrels = {f"q{q}": {f"d{d}": 1 for d in by_caption[normalize(c)]} for q, c in enumerate(captions)}
-        all_metrics = retrieval_metrics(run, qrels, ks=sorted({parse_metric_name(n)[1] for n in names}))
+        per_query = retrieval_metrics_per_query(run, qrels, ks=sorted({parse_metric_name(n)[1] for n in names}))
+        all_metrics = mean_per_metric(per_query)
         metrics = {n: float(all_metrics[n]) for n in names}
         examples = [{
             "query": captions[q], "relevant": [display_name(paths[q])],
             "top": [{"text": display_name(paths[d]), "score": round(s, 4), "relevant": f"d{d}" in qrels[f"q{q}"]}
                     for d, s in zip(idx[q, :3].tolist(), scores[q, :3].tolist())],
         } for q in range(min(config.eval.examples, len(captions)))]
-        return EvalResult(metrics, time.perf_counter() - start, examples, run)
+        return EvalResult(metrics, time.perf_counter() - start, examples, run, {n: per_query[n] for n in names})
 
     def train(self, model, data: CaptionData, config: RunConfig, *, workdir: Path,
               callbacks: list | None = None, param_groups: list | None = None, **extra_args: Any) -> TrainStats:

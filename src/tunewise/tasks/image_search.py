@@ -27,7 +27,7 @@ from tunewise.config import RunConfig
 from tunewise.data.images import ImageDataset, Preprocess, encode_batches
 from tunewise.data.labeled import LabeledData, labeled_n_train, labeled_report, labeled_subset
 from tunewise.errors import TunewiseError
-from tunewise.evaluate.metrics import parse_metric_name, retrieval_metrics
+from tunewise.evaluate.metrics import mean_per_metric, parse_metric_name, retrieval_metrics_per_query
 from tunewise.evaluate.retrieval import EvalResult, metric_names
 from tunewise.evaluate.search import top_k
 from tunewise.models.vision import VisionMeta, check_backbone, frozen_batchnorm, load_features, save_network
@@ -207,7 +207,8 @@ class ImageSearchTask(CachedImageFeatures):
             relevant = {ids[d]: 1 for d in range(len(paths)) if d != q and labels[d] == labels[q]}
             if relevant:
                 qrels[ids[q]] = relevant
-        all_metrics = retrieval_metrics(run, qrels, ks=sorted({parse_metric_name(n)[1] for n in names}))
+        per_query = retrieval_metrics_per_query(run, qrels, ks=sorted({parse_metric_name(n)[1] for n in names}))
+        all_metrics = mean_per_metric(per_query)
         metrics = {n: float(all_metrics[n]) for n in names}
         examples = []
         for q in list(qrels)[: config.eval.examples]:
@@ -218,7 +219,7 @@ class ImageSearchTask(CachedImageFeatures):
                 "top": [{"text": display_name(paths[int(d[1:])]), "score": round(s, 4), "relevant": d in qrels[q]}
                         for d, s in zip(run[q][:3], run_scores[q][:3])],
             })
-        return EvalResult(metrics, time.perf_counter() - start, examples, run)
+        return EvalResult(metrics, time.perf_counter() - start, examples, run, {n: per_query[n] for n in names})
 
     def train(self, model: ImageEncoder, data: LabeledData[Path], config: RunConfig, *, workdir: Path,
               callbacks: list | None = None, param_groups: list | None = None, **extra_args: Any) -> TrainStats:

@@ -37,11 +37,15 @@ def test_top_level_unknown_key():
         ({"data": {"eval_fraction": 1.5}}, r"data.eval_fraction"),
         ({"eval": {"primary": "mrr"}}, r"eval.primary"),
         ({"data": {"eval_queries": "q.csv"}}, r"go together"),
+        ({"eval": {"confidence": 1.0}}, r"eval.confidence: must be between 0 and 1 \(exclusive\)"),
+        ({"eval": {"confidence": 0}}, r"eval.confidence: must be between 0 and 1"),
+        ({"eval": {"resamples": 99}}, r"eval.resamples: must be an integer of at least 100"),
     ],
 )
 def test_invalid_values(data, message):
-    with pytest.raises(TunewiseError, match=message):
+    with pytest.raises(TunewiseError, match=message) as err:
         from_dict(RunConfig, data)
+    assert "\n" not in str(err.value)  # one line, naming the option
 
 
 def test_overrides_parse_yaml_values(tmp_path):

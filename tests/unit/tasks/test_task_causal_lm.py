@@ -55,6 +55,13 @@ def test_fit_full_learns_the_format_and_saves_a_loadable_model(tmp_path, tiny_ll
     assert m["before"]["answer_likelihood"] == pytest.approx(1 / m["before"]["perplexity"])
     assert m["after"]["eval_loss"] < m["before"]["eval_loss"]  # it learns
     assert m["after"]["perplexity"] < m["before"]["perplexity"]
+    # per-example items: exact match and format validity (the token-weighted loss has none)
+    assert set(m["uncertainty"]) == {"exact_match", "format_valid"}
+    assert m["uncertainty"]["exact_match"]["n"] == len(m["items"]["format_valid"]["after"]) == 8
+
+    # per-item scores average to the reported metrics: the paired intervals' point gain is after - before
+    for name, interval in m["uncertainty"].items():
+        assert interval["difference"] == pytest.approx(m["after"][name] - m["before"][name], abs=1e-9), name
     assert m["data"]["kind"] == "prompt_completion" and m["data"]["chat_template"] == "the model's chat template"
     assert m["data"]["train_examples"] == 32 and m["data"]["eval_prompts"] == 8 and m["data"]["truncated"] == 0
     ex = m["examples"]["after"][0]

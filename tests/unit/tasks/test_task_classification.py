@@ -142,6 +142,14 @@ def test_fit_end_to_end(tiny_bert, tmp_path):
     assert m["primary_metric"] == "accuracy"
     assert set(m["before"]) == set(CLASSIFICATION_METRICS)
     assert m["after"]["accuracy"] >= 0.9  # three disjoint vocabularies: easy once trained
+    # accuracy has per-item scores (correct = 1); macro metrics are recomputed on resampled items
+    items = m["items"]["accuracy"]["after"]
+    assert set(items) <= {0.0, 1.0} and sum(items) / len(items) == pytest.approx(m["after"]["accuracy"])
+    assert set(m["uncertainty"]) == set(CLASSIFICATION_METRICS)
+
+    # per-item scores average to the reported metrics: the paired intervals' point gain is after - before
+    for name, interval in m["uncertainty"].items():
+        assert interval["difference"] == pytest.approx(m["after"][name] - m["before"][name], abs=1e-9), name
     losses = m["train"]["history"][-1]["train_loss_per_epoch"]
     assert losses[-1] < losses[0]  # the loss goes down
     assert m["examples"]["before"][0].keys() >= {"input", "expected", "output", "correct"}

@@ -47,6 +47,11 @@ def test_clip_end_to_end(tiny_clip, tmp_path):
     m = fit(cfg, console=Console(quiet=True)).metrics
     assert m["primary_metric"] == "mrr@20"
     assert 0 <= m["after"]["mrr@5"] <= 1 and m["data"]["eval_queries"] == 6
+    assert m["uncertainty"]["mrr@5"]["n"] == len(m["items"]["mrr@20"]["after"]) == 6  # per caption query
+
+    # per-item scores average to the reported metrics: the paired intervals' point gain is after - before
+    for name, interval in m["uncertainty"].items():
+        assert interval["difference"] == pytest.approx(m["after"][name] - m["before"][name], abs=1e-9), name
     losses = m["train"]["history"][-1]["train_loss_per_epoch"]
     assert len(losses) == 2 and all(x == x for x in losses)
     CLIPModel.from_pretrained(str(out))  # the ecosystem's loaders open the output

@@ -174,6 +174,10 @@ def test_image_search_leaves_the_query_out(tiny_resnet, tmp_path):
     result = task.evaluate(model, data, cfg)
     for q, ranked in result.rankings.items():
         assert q not in ranked
+    # per-query scores, one per judged query, average to the reported metrics
+    for name, value in result.metrics.items():
+        assert len(result.items[name]) == len(result.rankings)
+        assert sum(result.items[name]) / len(result.items[name]) == pytest.approx(value, abs=1e-12)
 
 
 def test_unknown_image_loss_is_an_error(tmp_path):
