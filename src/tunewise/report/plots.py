@@ -83,14 +83,30 @@ def _roi(rows: Sequence[SizeSummary], x: list[float], ax: Any, unit: str) -> Non
     ax.legend(fontsize=8, loc="best")
 
 
+def items_axis(ax: Any, sizes: Sequence[float]) -> None:
+    """A log axis of labeled items labelled only at the measured sizes.
+
+    Matplotlib's log axis labels minor ticks (``3x10^2 4x10^2``) that run together; the sizes
+    a sweep measured are what a reader looks for.
+    """
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ticks = sorted({int(s) for s in sizes if s and s > 0})
+    if ticks:
+        ax.set_xticks(ticks, labels=[f"{t:,}" for t in ticks], fontsize=7)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("labeled training items")
+
+
 def plot_improvement_vs_items(
     data: Sequence[SizeSummary], path: str | os.PathLike[str], metric_name: str = "metric"
 ) -> Path:
     """Relative improvement against labeled items (log axis), mean ± std over seeds."""
     fig, ax = _figure()
     _improvement(data, [r.size for r in data], ax)
-    ax.set_xscale("log")
-    ax.set_xlabel("labeled training items")
+    items_axis(ax, [r.size for r in data])
     ax.set_title(f"{metric_name}: improvement over the pre-trained model")
     return _save(fig, path)
 
@@ -103,8 +119,7 @@ def plot_roi_vs_items(
     fig, ax = _figure()
     x = [r.size for r in data]
     _roi(data, x, ax, "item")
-    ax.set_xscale("log")
-    ax.set_xlabel("labeled training items")
+    items_axis(ax, x)
     ax.set_title("Return on labeled data")
     if knee is not None:
         _mark_knee(ax, x[knee], f"knee: {x[knee]} items\n(ROI down {100 * drop:.0f}% from peak)")
@@ -184,8 +199,7 @@ def plot_forecast(
                    label=f"target {target.target:g}")
         if target.reachable and target.size is not None and math.isfinite(target.size):
             ax.axvline(target.size, color="tab:green", linestyle=":", linewidth=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("labeled training items")
+    items_axis(ax, [*result.observed_sizes, 10 * largest])
     ax.set_ylabel(metric_name)
     ax.set_title(f"Learning-curve forecast: {result.formula}")
     ax.grid(alpha=0.3)

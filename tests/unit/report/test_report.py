@@ -182,3 +182,20 @@ def test_a_zero_baseline_report_speaks_of_absolute_gains(tmp_path):
     assert "abs. gain" in text and "Absolute gain over the pre-trained model" in text
     assert "rel. improvement" not in text and "relative improvement" not in text.lower().split("<h2>")[0]
     assert "+0.150" in text  # 25 items: mean of 0.125 and 0.175, in the metric's units, no %
+
+
+def test_item_axes_label_only_the_measured_sizes():
+    # matplotlib's log axis labels minor ticks (3x10^2 4x10^2) that run together
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from tunewise.report.plots import items_axis
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([25, 50, 100, 200, 400], [1, 2, 3, 4, 5])
+    items_axis(ax, [25, 50, 100, 200, 400])
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["25", "50", "100", "200", "400"]
+    assert [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()] == []
