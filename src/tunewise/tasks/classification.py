@@ -37,13 +37,14 @@ from tunewise.tasks.classifier_shared import (
     compute_metrics_fn,
     details_file,
     fit_probe_into_head,
+    head_for_data,
     head_linear,
     linear_probe_baseline,
-    match_trained_head,
     merged_for_saving,
     run_trainer,
     score,
     set_hf_backbone,
+    trained_head,
 )
 
 DEFAULT_MAX_LENGTH = 128
@@ -117,20 +118,12 @@ class ClassificationTask:
 
     # -- model --------------------------------------------------------------------------
     def load_model(self, config: RunConfig, device: str):
-        """The encoder with a head for the data's classes (new, or a saved one of that size): for ``fit``."""
-        if self._classes is None:
-            raise TunewiseError("classification: prepare_data must run before load_model (the head needs the classes)")
-        return self._load(config, self._classes, device, None)
+        return head_for_data(self, config, device)
 
     def load_trained(self, config: RunConfig, device: str):
-        """A saved classifier with its own head, its labels matched to the data's by name (``tunewise evaluate``).
-
-        Raises:
-            TunewiseError: the model has no trained head, or it was trained on other labels.
-        """
+        """``tunewise evaluate``: the saved text classifier (labels from its config's id2label)."""
         labels = head_labels(model_config(resolve_model(config.model), fetch=True), "ForSequenceClassification")
-        mapping = match_trained_head(labels, self._classes, config.model or self.spec.default_model, self.spec.name)
-        return self._load(config, labels, device, mapping)  # type: ignore[arg-type]
+        return trained_head(self, config, device, labels, self.spec.default_model)
 
     def _load(self, config: RunConfig, labels: list[str], device: str, mapping: list[int] | None):
         model, self._tokenizer = load_text_classifier(config.model, labels, device)

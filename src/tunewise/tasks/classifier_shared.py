@@ -100,6 +100,22 @@ def score(y_true: Sequence[int], y_pred: Sequence[int], classes: list[str], inpu
     return ClassificationResult(metrics, seconds, examples, details, list(y_pred), items, codes, n)
 
 
+def head_for_data(task: Any, config: RunConfig, device: str) -> Any:
+    """``load_model`` of a classifier task: a head for the data's classes (new, or a saved one of that size), for ``fit``.
+
+    The task keeps ``_classes`` (set by ``prepare_data``) and loads with ``_load(config, labels, device, mapping)``.
+    """
+    if task._classes is None:
+        raise TunewiseError(f"{task.spec.name}: prepare_data must run before load_model (the head needs the classes)")
+    return task._load(config, task._classes, device, None)
+
+
+def trained_head(task: Any, config: RunConfig, device: str, labels: Sequence[str] | None, default: str) -> Any:
+    """``load_trained`` of a classifier task: the saved head whose ``labels`` match the data's by name."""
+    mapping = match_trained_head(labels, task._classes, config.model or default, task.spec.name)
+    return task._load(config, labels, device, mapping)
+
+
 def match_trained_head(labels: Sequence[str] | None, classes: Sequence[str] | None, source: str,
                        task: str) -> list[int] | None:
     """Check a saved classifier before ``tunewise evaluate`` scores it (``load_trained`` of the classifier tasks).

@@ -38,13 +38,14 @@ from tunewise.tasks.classifier_shared import (
     compute_metrics_fn,
     details_file,
     fit_probe_into_head,
+    head_for_data,
     head_linear,
     linear_probe_baseline,
-    match_trained_head,
     merged_for_saving,
     run_trainer,
     score,
     set_hf_backbone,
+    trained_head,
 )
 
 
@@ -124,21 +125,12 @@ class ImageClassificationTask(CachedImageFeatures):
         return data
 
     def load_model(self, config: RunConfig, device: str):
-        """The backbone with a head for the data's classes (new, or a saved one of that size): for ``fit``."""
-        if self._classes is None:
-            raise TunewiseError("image-classification: prepare_data must run before load_model (the head needs the classes)")
-        return self._load(config, self._classes, device, None)
+        return head_for_data(self, config, device)
 
     def load_trained(self, config: RunConfig, device: str):
-        """A saved classifier with its own head, its labels matched to the data's by name (``tunewise evaluate``).
-
-        Raises:
-            TunewiseError: the model has no trained head, or it was trained on other labels.
-        """
+        """``tunewise evaluate``: the saved image classifier (labels from its config or tunewise_vision.json)."""
         check_backbone(config.model, task=self.spec.name, head=True, fetch=True)
-        labels = saved_class_labels(config.model)
-        mapping = match_trained_head(labels, self._classes, config.model or f"{PACKAGED} (packaged)", self.spec.name)
-        return self._load(config, labels, device, mapping)  # type: ignore[arg-type]
+        return trained_head(self, config, device, saved_class_labels(config.model), f"{PACKAGED} (packaged)")
 
     def _load(self, config: RunConfig, labels: list[str], device: str, mapping: list[int] | None):
         model, self._meta = load_classifier(config.model, labels, task=self.spec.name)
