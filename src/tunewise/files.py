@@ -27,7 +27,8 @@ def cache_root() -> Path:
     return path
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no getter)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -54,7 +55,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], *,
         if sync:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):

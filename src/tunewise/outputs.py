@@ -18,7 +18,7 @@ from typing import Any
 
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.uncertainty import describe, p_value_line
-from tunewise.files import write_json, write_text  # noqa: F401 - the writers run() and the tasks use
+from tunewise.files import umask, write_json, write_text  # noqa: F401 - the writers run() and the tasks use
 
 
 def check_output_dir(path: str | Path, overwrite: bool) -> Path:
@@ -69,8 +69,7 @@ def staged_dir(target: Path) -> Iterator[Path]:
 def _umask_modes(folder: Path) -> None:
     """Give every file and folder of a run the permissions the user's umask gives new files
     (libraries' temp-file writes leave some of them private, 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
+    mask = umask()
     for path in [folder, *folder.rglob("*")]:
         if not path.is_symlink():
             os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)

@@ -14,6 +14,9 @@ from typing import Any
 
 from tunewise.errors import TunewiseError, did_you_mean
 
+# eval.primary's default; left at it, a task that does not rank takes its own first metric
+RANKING_PRIMARY = "mrr@20"
+
 
 @dataclass
 class DataConfig:
@@ -114,8 +117,9 @@ class EvalConfig:
 
     k: list[int] = field(default_factory=lambda: [20], metadata={"help": "Cut-offs for MRR, Recall, Precision, MAP, nDCG and hit rate (nDCG@10 is "
         "always added)."})
-    primary: str = field(default="mrr@20", metadata={"help": "The metric that decides (early stopping, budget planner); left at mrr@20, a task that "
-        "does not rank takes its own first metric."})
+    primary: str = field(default=RANKING_PRIMARY, metadata={
+        "help": "The metric that decides (early stopping, budget planner); left at mrr@20, a task that "
+                "does not rank takes its own first metric."})
     batch_size: int = field(default=64, metadata={"help": "Encoding batch size."})
     examples: int = field(default=3, metadata={"help": "Held-out queries shown with their top results before and after."})
     backend: str = field(default="auto", metadata={"help": "Top-k search: exact (matrix product), faiss or auto."})
@@ -141,7 +145,6 @@ class EvalConfig:
         if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or self.resamples < 100:
             raise TunewiseError(f"eval.resamples: must be an integer of at least 100, e.g. 2000; got {self.resamples!r}")
 
-    primary_default = "mrr@20"  # what "left at default" means for RunConfig's choice of primary
 
 
 class _DefaultStrategy(dict):
@@ -211,7 +214,7 @@ class RunConfig:
             self.strategy = {"name": spec.default_strategy, **self.strategy}
         self.strategy["name"] = STRATEGIES.canonical(str(self.strategy["name"]))
         spec.check_strategy(self.strategy_name)
-        self.eval.primary = spec.resolve_primary(self.eval.primary, self.eval.primary == EvalConfig.primary_default, self)
+        self.eval.primary = spec.resolve_primary(self.eval.primary, self.eval.primary == RANKING_PRIMARY, self)
         if self.train.learning_rate is None:  # remembered, so that set_strategy() re-resolves it
             self.train._lr_by_strategy = True
         self._resolve_learning_rate()

@@ -153,12 +153,7 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def load_eval_files(cfg: DataConfig) -> IRDataset:
-    """Read explicit queries, corpus and qrels files."""
-    return _load_eval_files(cfg)[0]
-
-
-def _load_eval_files(cfg: DataConfig) -> tuple[IRDataset, dict[str, int]]:
+def load_eval_files(cfg: DataConfig) -> tuple[IRDataset, dict[str, int]]:
     """The evaluation set of the queries, corpus and qrels files, and what was dropped (by EVAL_DROPPED_KEYS).
 
     Duplicate ids are errors. Judgments naming an unknown query or document, and queries
@@ -319,7 +314,7 @@ def prepare_retrieval_data(cfg: DataConfig, seed: int, *, need_validation: bool 
         TunewiseError: unreadable data, missing columns, fewer than two training items.
     """
     items, skipped_labels = _load_items(cfg)
-    eval_ds, eval_dropped = _load_eval_files(cfg) if cfg.eval_queries else (None, None)
+    eval_ds, eval_dropped = load_eval_files(cfg) if cfg.eval_queries else (None, None)
     split = _split_labeled if cfg.kind == "labeled" else _split_pairs
     train_items, eval_ds = split(items, cfg, seed, eval_ds)
     if eval_dropped is None:  # split from the training data: held-out items nothing matches are left out

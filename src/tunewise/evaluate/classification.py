@@ -16,21 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tunewise.errors import TunewiseError, did_you_mean
-
 # Scalar metrics a classification task reports; any can be eval.primary.
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1")
-
-
-def check_metric_name(name: str) -> str:
-    """Canonical (lower-case) name of a classification metric, or a TunewiseError."""
-    canonical = str(name).strip().lower()
-    if canonical not in CLASSIFICATION_METRICS:
-        raise TunewiseError(
-            f"eval.primary: '{name}' is not a classification metric{did_you_mean(canonical, CLASSIFICATION_METRICS)}; "
-            f"choose from {', '.join(CLASSIFICATION_METRICS)}"
-        )
-    return canonical
 
 
 def _check(y_true: Sequence[int], y_pred: Sequence[int]) -> None:

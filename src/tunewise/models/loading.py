@@ -219,6 +219,7 @@ def load_adapter(model: Any, folder: str | Path, **kwargs: Any) -> Any:
     path = Path(folder).expanduser()
     if path.is_dir():
         refuse_pickle_weights(path, folder)
+    # peft has no remote-code path: adapter_config.json names a registered peft type, not a class to import
     return PeftModel.from_pretrained(model, str(folder), **kwargs)
 
 

@@ -316,8 +316,3 @@ class LoadsTrained(Protocol):
 
 
 TASKS: Registry[type] = Registry("task", "task")
-
-
-def task_spec(name: str) -> TaskSpec:
-    """The spec of the task registered as ``name`` (or one of its aliases)."""
-    return TASKS.get(name).spec

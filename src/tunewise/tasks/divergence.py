@@ -11,11 +11,10 @@ removed, so no output folder appears.
 
 from __future__ import annotations
 
-import math
+import functools
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
 
 from tunewise.errors import TunewiseError
 
@@ -54,26 +53,34 @@ def nonfinite_weights(model: torch.nn.Module) -> tuple[int, int]:
     return bad, total
 
 
-class DivergenceGuard(TrainerCallback):
-    """Raise :class:`Diverged` on non-finite gradients (every step) or weights (at the end)."""
+@functools.cache
+def _guard_class() -> type:
+    # transformers' TrainerCallback module imports peft (seconds): built on first use, not when
+    # the task registry is filled (every config load imports this package).
+    from transformers import TrainerCallback
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: D102 - see class
-        if model is not None and nonfinite_gradients(model):
-            raise Diverged(
-                f"training diverged: the gradients became NaN or infinite at step {state.global_step + 1} of "
-                f"{state.max_steps} (epoch {state.epoch or 0:.2f}); nothing was saved. {_advice(args).capitalize()}"
-            )
+    class DivergenceGuard(TrainerCallback):
+        """Raise :class:`Diverged` on non-finite gradients (every step) or weights (at the end)."""
 
-    def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: D102 - see class
-        if model is None:
-            return
-        bad, total = nonfinite_weights(model)
-        if bad:
-            raise Diverged(f"training diverged: {bad:,} of {total:,} weights are NaN or infinite after training; "
-                           f"nothing was saved. {_advice(args).capitalize()}")
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: D102 - see class
+            if model is not None and nonfinite_gradients(model):
+                raise Diverged(
+                    f"training diverged: the gradients became NaN or infinite at step {state.global_step + 1} of "
+                    f"{state.max_steps} (epoch {state.epoch or 0:.2f}); nothing was saved. {_advice(args).capitalize()}"
+                )
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: D102 - see class
+            if model is None:
+                return
+            bad, total = nonfinite_weights(model)
+            if bad:
+                raise Diverged(f"training diverged: {bad:,} of {total:,} weights are NaN or infinite after training; "
+                               f"nothing was saved. {_advice(args).capitalize()}")
+
+    return DivergenceGuard
 
 
-def check_loss(loss: float | None, args: Any = None) -> None:
-    """Raise :class:`Diverged` for a non-finite final training loss (trainers that log one)."""
-    if loss is not None and not math.isfinite(loss):
-        raise Diverged(f"training diverged: the training loss is {loss}; nothing was saved. {_advice(args).capitalize()}")
+def __getattr__(name: str) -> Any:
+    if name == "DivergenceGuard":  # a TrainerCallback subclass: the class is made on first use
+        return _guard_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,21 +7,38 @@ The losses are still recorded in the trainer's log history; tunewise reports wha
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from collections.abc import Iterator
+from typing import Any
 
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+@functools.cache
+def _bar_only_progress() -> type:
+    # transformers' trainer modules import peft (seconds): only when a trainer is built, not
+    # when the task registry is filled (every config load imports this package).
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnlyProgress(ProgressCallback):
+        """ProgressCallback without the per-log dict printout (which goes to stdout)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 - see class docstring
+            return None
+
+    return BarOnlyProgress
 
 
-class BarOnlyProgress(ProgressCallback):
-    """ProgressCallback without the per-log dict printout (which goes to stdout)."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 - see class docstring
-        return None
+def __getattr__(name: str) -> Any:
+    if name == "BarOnlyProgress":
+        return _bar_only_progress()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def quiet_progress(trainer) -> None:
-    """Swap the trainer's ProgressCallback for :class:`BarOnlyProgress` (if it has one)."""
+    """Swap the trainer's ProgressCallback for ``BarOnlyProgress`` (if it has one)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    BarOnlyProgress = _bar_only_progress()
     callbacks = trainer.callback_handler.callbacks
     if any(isinstance(cb, ProgressCallback) for cb in callbacks):
         trainer.remove_callback(ProgressCallback)
