@@ -168,3 +168,78 @@ def build_tiny_st_model(path: Path, *, layers: int = 2, hidden: int = 32, seed: 
     model = SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension(), "mean")], device="cpu")
     model.save(str(path), create_model_card=False)
     return path
+
+
+def build_tiny_whisper(path: Path, *, multilingual: bool = False, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """A random WhisperForConditionalGeneration (from config) with a WhisperProcessor built offline.
+
+    The tokenizer is byte-level BPE over single printable ASCII characters (no merges) plus
+    Whisper's special tokens in their real order (every language token when ``multilingual``,
+    so that the tokenizer's language ids line up); the generation config carries what
+    ``generate()`` needs (``is_multilingual``, ``lang_to_id``, ``task_to_id``, no-timestamps id).
+    """
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    to_unicode = bytes_to_unicode()
+    chars = [to_unicode[b] for b in (string.ascii_letters + string.digits + string.punctuation + " ").encode()]
+    vocab = {c: i for i, c in enumerate(dict.fromkeys(chars))}
+    langs = list(LANGUAGES) if multilingual else []
+    specials = ["<|endoftext|>", "<|startoftranscript|>", *[f"<|{code}|>" for code in langs], "<|translate|>", "<|transcribe|>",
+                "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=[], model_max_length=64)
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    tokenizer.pad_token = "<|endoftext|>"
+    ids = {s: tokenizer.convert_tokens_to_ids(s) for s in specials}
+    eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    config = WhisperConfig(vocab_size=len(tokenizer), num_mel_bins=80, encoder_layers=layers, decoder_layers=layers,
+                           encoder_attention_heads=2, decoder_attention_heads=2, d_model=hidden, encoder_ffn_dim=2 * hidden,
+                           decoder_ffn_dim=2 * hidden, max_source_positions=1500, max_target_positions=64,
+                           pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot)
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config)
+    generation = GenerationConfig(decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
+                                  no_timestamps_token_id=ids["<|notimestamps|>"], is_multilingual=multilingual, max_length=64,
+                                  suppress_tokens=[], begin_suppress_tokens=[eot])
+    if multilingual:
+        generation.lang_to_id = {f"<|{code}|>": ids[f"<|{code}|>"] for code in langs}
+        generation.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}
+    model.generation_config = generation
+    model.save_pretrained(path)
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(path)
+    return path
+
+
+def write_speech_csv(folder: Path, texts: list[str], *, seconds: float = 1.0, seed: int = 0, name: str = "speech.csv") -> Path:
+    """Synthetic clips (a tone per clip plus a little noise, 16 kHz WAV) and a CSV of (audio, text) rows."""
+    import csv
+
+    import numpy as np
+    import soundfile as sf
+
+    folder = Path(folder)
+    (folder / "clips").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000.0
+    rows = []
+    for i, text in enumerate(texts):
+        audio = 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t) + 0.01 * rng.standard_normal(t.size)
+        rel = f"clips/{name.split('.')[0]}_{i}.wav"
+        sf.write(folder / rel, audio.astype(np.float32), 16000)
+        rows.append({"audio": rel, "text": text})
+    out = folder / name
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["audio", "text"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return out

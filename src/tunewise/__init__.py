@@ -6,6 +6,7 @@ The public API is small; the command line calls exactly these functions::
     result = tunewise.fit("run.yaml")                    # or a dict / RunConfig
     print(result.before["mrr@20"], result.after["mrr@20"])
     tunewise.evaluate("run.yaml", model="runs/faq")
+    tunewise.predict("runs/faq", ["new query"])          # use the fine-tuned model
     tunewise.run_budget("run.yaml", seeds=3)             # data/time sweeps, ROI, knee, forecast
     tunewise.estimate_memory("path/or/hub-id", strategy="lora", batch_size=16)
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["fit", "evaluate", "run_budget", "estimate_memory", "load_config", "RunConfig", "TunewiseError", "__version__"]
+__all__ = ["fit", "evaluate", "predict", "run_budget", "estimate_memory", "load_config", "RunConfig", "TunewiseError", "__version__"]
 
 import logging
 
@@ -43,6 +44,10 @@ def __getattr__(name: str) -> Any:
         import tunewise.evaluate
 
         return tunewise.evaluate
+    if name == "predict":  # the module tunewise.predict is callable: it runs predict.predict
+        import tunewise.predict
+
+        return tunewise.predict
     if name == "run_budget":
         from tunewise.budget import run_budget
 

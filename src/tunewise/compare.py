@@ -1,9 +1,12 @@
 """Side-by-side comparison: the same data, budget and evaluation, one run per strategy, one table.
 
 Every strategy is validated before the first run starts, so a typo in the fourth one does
-not cost three trainings. Each run is a normal tunewise run folder under ``output_dir/<label>``;
-the table goes to ``compare.json`` and ``compare.md`` beside them. A comparison that fails
-leaves no new folder behind, so the corrected command runs without ``--overwrite``.
+not cost three trainings. With ``eval.folds`` (``--folds K``) each strategy is cross-validated
+on the same folds (:mod:`tunewise.folds`): rows show mean ± std over the folds, the interval
+is pooled over every held-out item, and "vs best" pairs the strategies on those pooled items.
+Each run is a normal tunewise run folder under ``output_dir/<label>``; the table goes to
+``compare.json`` and ``compare.md`` beside them. A comparison that fails leaves no new
+folder behind, so the corrected command runs without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -86,7 +89,25 @@ def row_of(label: str, metrics: dict[str, Any]) -> dict[str, Any]:
         "samples_per_second": t["samples_per_second"],
         "peak_mib": mem.get("peak_mib"),
         "memory_method": mem.get("method"),
+        "folds": fold_cells(metrics),
     }
+
+
+def fold_cells(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """A k-fold run's primary metric across folds: ``{"k", "before", "after", "gain"}`` (each ``{"mean", "std"}``); None otherwise."""
+    folds = metrics.get("folds")
+    if not folds:
+        return None
+    summary = folds["summary"].get(metrics["primary_metric"], {})
+    return {"k": folds["k"], **{side: summary.get(side) for side in ("before", "after", "gain")}}
+
+
+def score_cell(row: dict[str, Any], side: str) -> str:
+    """``0.4521``, or for a k-fold row ``0.4521 ± 0.0123`` (mean ± std over the folds)."""
+    stats = (row.get("folds") or {}).get(side)
+    if not stats or stats.get("std") is None:
+        return f"{row[side]:.4f}"
+    return f"{stats['mean']:.4f} ± {stats['std']:.4f}"
 
 
 def versus_best(rows: list[dict[str, Any]], after_items: dict[str, list[float] | None], *, higher_is_better: bool,
@@ -146,7 +167,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         rel = describe(r["relative_improvement"], r.get("interval"))
         lines.append(
-            f"| {r['strategy']} | {r['before']:.4f} | {r['after']:.4f} | {rel} | "
+            f"| {r['strategy']} | {score_cell(r, 'before')} | {score_cell(r, 'after')} | {rel} | "
             f"{r['trainable_params']:,} ({r['trainable_fraction'] * 100:.2f}%) | {r['seconds']:.1f} | "
             f"{r['samples_per_second']:.1f} | {r['peak_mib'] if r['peak_mib'] is not None else 'n/a'} | "
             f"{vs_best_cell(r)} |"
@@ -178,7 +199,12 @@ def compare(config: RunConfig, strategies: list[str | dict[str, Any]], output_di
     for _, cfg in planned:  # every strategy's options and the data are checked before the first run
         check_config(cfg)
     task = TASKS.get(config.task)()
-    task.prepare_data(config)
+    if config.eval.folds:
+        from tunewise.folds import fold_splits
+
+        fold_splits(task, config)  # a K the data cannot fold fails before the first run
+    else:
+        task.prepare_data(config)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -195,7 +221,11 @@ def compare(config: RunConfig, strategies: list[str | dict[str, Any]], output_di
                         confidence=config.eval.confidence, resamples=config.eval.resamples, seed=config.seed)
         table = markdown_table(rows)
         write_json(out / "compare.json", {"rows": rows, "config": config.to_dict()})
-        write_text(out / "compare.md", f"# tunewise compare\n\n{table}\nPeak memory: {rows[0]['memory_method']}.\n")
+        note = ""
+        if config.eval.folds:
+            note = (f"\n{config.eval.folds}-fold cross-validation: before and after are mean ± std over the folds; the relative "
+                    "gain's interval and 'vs best' are paired over every held-out item of every fold.\n")
+        write_text(out / "compare.md", f"# tunewise compare\n\n{table}{note}\nPeak memory: {rows[0]['memory_method']}.\n")
     except BaseException:
         # A folder this call made would block the corrected rerun ("already exists"): remove it,
         # finished runs included (the comparison is only meaningful whole).

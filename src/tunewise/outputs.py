@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import shutil
 from collections.abc import Iterator
 from importlib import metadata
@@ -18,7 +19,7 @@ from typing import Any
 
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.uncertainty import describe, p_value_line
-from tunewise.files import umask, write_json, write_text  # noqa: F401 - the writers run() and the tasks use
+from tunewise.files import finite_json, umask, write_json, write_text  # noqa: F401 - the writers run() and the tasks use
 
 
 def check_output_dir(path: str | Path, overwrite: bool) -> Path:
@@ -101,25 +102,93 @@ def _fmt(value: float | None, pct: bool = False) -> str:
     return f"{value * 100:+.1f}%" if pct else f"{value:.4f}"
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def hub_id(name: Any) -> str | None:
+    """``name`` when it is a Hugging Face Hub repo id (``org/name``), not a local folder or a packaged default."""
+    if not isinstance(name, str) or not _HUB_ID.match(name) or ".." in name:
+        return None
+    return None if Path(name).expanduser().exists() else name
+
+
+def split_front_matter(card: str) -> tuple[dict[str, Any], str]:
+    """A card's YAML front matter (``yaml.safe_load``) and the Markdown after it."""
+    import yaml
+
+    if card.startswith("---\n"):
+        end = card.find("\n---", 4)
+        if end != -1:
+            meta = yaml.safe_load(card[4:end]) or {}
+            return (meta if isinstance(meta, dict) else {}), card[end + 4:].lstrip("\n")
+    return {}, card
+
+
+def card_metadata(metrics: dict[str, Any], *, library: str, pipeline_tag: str, evaluated_on: str,
+                  library_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card's front matter as the Hub reads it (``huggingface_hub.ModelCardData``).
+
+    * ``base_model``: the model the run started from, when it is a Hub id (a local folder or a
+      packaged default has none the Hub could link).
+    * ``datasets`` is left out: tunewise trains on local files, which are no Hub datasets; the
+      model-index names the file instead.
+    * ``model-index``: one result on the run's held-out split; each metric's ``value`` is the
+      fine-tuned score and its ``args`` the pre-trained score, the difference and (where
+      metrics.json has them) its bootstrap interval and paired-test p-value.
+    * ``library_meta``: the library's own card metadata (sentence-transformers' tags and its
+      own evaluations), kept; tunewise's keys win where both set one, tags are merged.
+    """
+    meta: dict[str, Any] = dict(library_meta or {})
+    base = hub_id(metrics.get("base_model"))
+    tags = ["tunewise", metrics["task"], f"strategy-{metrics['strategy']['name']}"]
+    ours: dict[str, Any] = {"base_model": base} if base else {}
+    ours.update({"library_name": library, "pipeline_tag": pipeline_tag,
+                 "tags": list(dict.fromkeys([*tags, *(meta.get("tags") or [])]))})
+    uncertainty = metrics.get("uncertainty", {})
+    entries = []
+    for name, after in metrics["after"].items():
+        if not isinstance(after, (int, float)) or after != after:  # None / NaN: nothing to report
+            continue
+        args: dict[str, Any] = {"pretrained": metrics["before"].get(name), "primary": name == metrics["primary_metric"]}
+        interval = uncertainty.get(name) or {}
+        for key in ("difference", "abs_low", "abs_high", "confidence", "p_value", "n"):
+            if interval.get(key) is not None:
+                args[key] = interval[key]
+        entries.append({"type": name, "value": float(after), "name": f"{name} (fine-tuned)", "args": args})
+    source = Path(str(metrics.get("config", {}).get("data", {}).get("train") or "data"))
+    result = {"task": {"type": pipeline_tag, "name": metrics["task"]},
+              "dataset": {"type": source.stem or "data", "name": f"{source.name}, held-out split ({evaluated_on})",
+                          "split": "held-out"},
+              "metrics": entries}
+    own_index = meta.pop("model-index", None) or []
+    kept = [r for entry in own_index if isinstance(entry, dict) for r in entry.get("results", [])]
+    name = Path(str(metrics.get("config", {}).get("output_dir") or "tunewise-model")).name
+    ours["model-index"] = [{"name": name, "results": [result, *kept]}]
+    return {**ours, **{k: v for k, v in meta.items() if k not in ours}}
+
+
 def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usage: str, evaluated_on: str,
-               train_keys: tuple[str, ...] = ()) -> str:
+               train_keys: tuple[str, ...] = (), library_card: str | None = None) -> str:
     """A Hugging Face model card (README.md) with the before/after metrics.
 
     The keyword arguments come from the task's ``card_info``; ``train_keys`` names the
-    ``train`` options the task wants listed before the learning rate (embedding: the loss).
+    ``train`` options the task wants listed before the learning rate (embedding: the loss);
+    ``library_card`` is the card the model's own library would write (sentence-transformers):
+    its front matter is merged into tunewise's (:func:`card_metadata`) and its sections follow
+    tunewise's.
     """
+    import yaml
+
     before, after = metrics["before"], metrics["after"]
     rel = metrics["relative_improvement"]
     train = metrics["train"]
     memory = metrics.get("memory", {})
+    library_meta, library_body = split_front_matter(library_card) if library_card else ({}, "")
+    meta = card_metadata(metrics, library=library, pipeline_tag=pipeline_tag, evaluated_on=evaluated_on,
+                         library_meta=library_meta)
     lines = [
         "---",
-        f"library_name: {library}",
-        f"pipeline_tag: {pipeline_tag}",
-        "tags:",
-        "- tunewise",
-        f"- {metrics['task']}",
-        f"- strategy-{metrics['strategy']['name']}",
+        yaml.safe_dump(finite_json(meta), sort_keys=False, allow_unicode=True, width=1000).rstrip("\n"),
         "---",
         "",
         f"# Fine-tuned with tunewise ({metrics['task']}, strategy `{metrics['strategy']['name']}`)",
@@ -147,6 +216,10 @@ def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usag
         f"- training time: {train['seconds']:.1f} s, {train['samples_per_second']:.1f} examples/s",
         f"- trainable parameters: {metrics['strategy']['trainable_params']:,} of {metrics['strategy']['total_params']:,}",
         f"- peak memory: {memory.get('peak_mib', 'n/a')} MiB ({memory.get('method', 'not measured')})",
+        *([f"- early stopping: kept step {es['best_step']} (epoch {es['best_epoch']}, validation {es['metric']} "
+           f"{es['value']:.4f}): {es['reason']}"] if (es := metrics.get("early_stopping")) else []),
+        *([f"- resumed after an interruption from step {rs['from_step']} (epoch {rs['from_epoch']:g}); "
+           f"{rs['seconds_lost']:.0f} s of training redone"] if (rs := metrics.get("resumed")) else []),
         "- " + "".join(f"{key}: {metrics['config']['train'][key]}, " for key in train_keys)
         + f"learning rate {metrics['config']['train']['learning_rate']}, "
         f"batch size {metrics['config']['train']['batch_size']}, seed {metrics['config']['seed']}",
@@ -160,4 +233,6 @@ def model_card(metrics: dict[str, Any], *, library: str, pipeline_tag: str, usag
         "The full configuration and every number above are in `metrics.json` and `config.yaml` beside this file.",
         "",
     ]
+    if (first := re.search(r"^## ", library_body, re.MULTILINE)) is not None:  # the library's sections, after its title
+        lines += [f"# From the {library} model card", "", library_body[first.start():].strip(), ""]
     return "\n".join(lines)

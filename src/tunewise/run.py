@@ -26,7 +26,8 @@ from typing import Any
 
 from rich.console import Console
 
-from tunewise.budget.roi import relative_improvement
+from tunewise.budget.roi import metric_direction, relative_improvement
+from tunewise.checkpoints import latest_checkpoint, open_work_folder, plan_resume, remove_work_folder
 from tunewise.config import RunConfig, dump_config, load_config
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.uncertainty import HasItems, gain_intervals, p_value_line
@@ -45,7 +46,10 @@ from tunewise.strategies.base import (
 )
 from tunewise.tasks import TASKS
 from tunewise.tasks.base import ChecksConfig, HasBaseline, LoadsTrained
-from tunewise.tasks.training import precision_flags
+from tunewise.tasks.divergence import Diverged
+from tunewise.tasks.progress import training_console
+from tunewise.tasks.training import precision_flags, stopping_metric
+from tunewise.tracking import check_installed, track_fit
 
 
 @dataclass
@@ -117,11 +121,12 @@ def check_config(cfg: RunConfig) -> tuple[Any, Any, Any]:
     if isinstance(task, ChecksConfig):
         task.check_config(cfg)
     strategy, options = resolve_strategy(cfg)
+    check_installed(cfg.train.report_to)  # a tracker that is not installed fails before any work
     return task, strategy, options
 
 
 def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[str] | None = None,
-        console: Console | None = None, callbacks: list | None = None) -> RunResult:
+        console: Console | None = None, callbacks: list | None = None, resume: bool = False) -> RunResult:
     """Fine-tune a model as the config says and publish it with before/after metrics.
 
     Args:
@@ -129,6 +134,8 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
         overrides: dotted ``key=value`` strings applied on top of a YAML config.
         console: where progress and messages go (a quiet Console silences them).
         callbacks: extra transformers TrainerCallbacks.
+        resume: continue an interrupted run of this output folder from its last complete checkpoint
+            (:mod:`tunewise.checkpoints`); with none, start from the beginning.
 
     Returns:
         The output folder and the metrics written to ``metrics.json``.
@@ -138,9 +145,16 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     """
     cfg = as_config(config, overrides)
     console = console or Console(stderr=True)
+    if cfg.eval.folds is not None:  # k-fold cross-validation: K fits and one report (tunewise.folds)
+        from tunewise.folds import fit_folds
+
+        return fit_folds(cfg, console=console, callbacks=callbacks, resume=resume)
     quiet_libraries()
     task, strategy, options = check_config(cfg)
     out = check_output_dir(cfg.output_dir, cfg.overwrite)
+    checkpoints = plan_resume(out, cfg, resume=resume, overwrite=cfg.overwrite)  # a changed config is refused here
+    if cfg.train.early_stopping_patience is not None:
+        stopping_metric(cfg)  # a metric the task does not report fails before any work
     device = pick_device(cfg.train.device)
     precision_flags(cfg.train.precision, device)  # fp16 without CUDA fails before any work
     primary = cfg.eval.primary
@@ -180,17 +194,26 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     if estimate is not None:
         console.print(f"memory: estimated peak {estimate.total_bytes / 2**20:,.0f} MiB on {device}")
     console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}")
+    for note in checkpoints.notes:
+        console.print(f"[yellow]checkpoints:[/] {note}")
 
-    with staged_dir(out) as staging:
-        with PeakMemory(device) as peak:
-            stats, hooks = train_with_strategy(strategy, options, task, model, data, cfg,
-                                               workdir=staging / "_checkpoints", callbacks=callbacks)
+    with staged_dir(out) as staging, track_fit(cfg, staging, out, console) as tracker, training_console(console):
+        workdir = open_work_folder(checkpoints, cfg) or staging / "_checkpoints"
+        try:
+            with PeakMemory(device) as peak:
+                stats, hooks = train_with_strategy(strategy, options, task, model, data, cfg, workdir=workdir,
+                                                   callbacks=[*(callbacks or []), *tracker.callbacks])
+        except BaseException as err:
+            # kept for --resume unless resuming would diverge again or there is nothing to resume from
+            if isinstance(err, Diverged) or latest_checkpoint(checkpoints.folder, remove_broken=False).checkpoint is None:
+                remove_work_folder(checkpoints.folder)
+            raise
         _remove_tree(staging / "_checkpoints")
         console.print("evaluating the fine-tuned model")
         after = task.evaluate(eval_model(strategy, model, task, options, cfg), data, cfg)
         console.print(f"  after: {primary} = {after.metrics[primary]:.4f}")
         uncertainty = gain_intervals(before, after, confidence=cfg.eval.confidence, resamples=cfg.eval.resamples,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, directions={name: metric_direction(task.spec, name) for name in after.metrics})
         if (line := p_value_line(primary, uncertainty.get(primary))) is not None:
             console.print(f"  {line}")
         warnings = chance_warnings(task, data, cfg, after.metrics)
@@ -210,7 +233,8 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
             "primary_metric": primary,
             "before": before.metrics,
             "after": after.metrics,
-            "relative_improvement": {name: relative_improvement(value, after.metrics[name])
+            "relative_improvement": {name: relative_improvement(value, after.metrics[name],
+                                                                higher_is_better=metric_direction(task.spec, name))
                                      for name, value in before.metrics.items() if name in after.metrics},
             "uncertainty": uncertainty,
             "items": primary_items(before, after, primary),
@@ -225,6 +249,9 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
                 "history": stats.history,
                 "best": stats.best,
             },
+            # the step kept and why (None: no early stopping); resumed: from which checkpoint, what the kill cost
+            "early_stopping": stats.best,
+            "resumed": checkpoints.point.as_dict(checkpoints.attempt) if checkpoints.resumed else None,
             "eval": {"seconds_before": round(before.seconds, 3), "seconds_after": round(after.seconds, 3)},
             "memory": {**memory_block(estimate, estimate_note, peak), "cpu_allocator": allocator},
             "data": report,
@@ -243,6 +270,8 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
         write_json(staging / "metrics.json", metrics)
         write_text(staging / "config.yaml", dump_config(cfg))
         write_text(staging / "README.md", card)
+        tracker.finish(metrics)  # training curve; train.report_to: what the Trainer does not know
+    remove_work_folder(checkpoints.folder)  # published: the checkpoints have served
     return RunResult(out, metrics, before.examples, after.examples)
 
 
@@ -326,6 +355,10 @@ def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str 
     if model is not None:
         cfg.model = model
     console = console or Console(stderr=True)
+    if cfg.eval.folds is not None:  # every item scored once, fold by fold (tunewise.folds)
+        from tunewise.folds import evaluate_folds
+
+        return evaluate_folds(cfg, console=console)
     quiet_libraries()
     task = TASKS.get(cfg.task)()
     data = task.prepare_data(cfg)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from rich.console import Console
 
@@ -124,6 +124,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@runtime_checkable
+class SweepsBlends(Protocol):
+    """A task that runs the WiSE-FT sweep itself, on its own general-domain set (speech: WER on
+    general speech clips); the sweep here scores retrieval on general-domain text pairs."""
+
+    def wiseft_sweep(self, config: RunConfig, data: Any, model_dir: Path, options: WiseFTOptions,
+                     console: Console | None = None) -> dict[str, Any]: ...
+
+
 def check_task(task: str, option: str) -> None:
     """Refuse a task whose spec does not declare the general-domain set built here.
 
@@ -132,8 +141,12 @@ def check_task(task: str, option: str) -> None:
     """
     from tunewise.tasks import TASKS
 
-    if TASKS.get(task).spec.general_domain != GENERAL_DOMAIN:
-        able = [name for name in TASKS.names() if TASKS.get(name).spec.general_domain == GENERAL_DOMAIN]
+    def able_task(name: str) -> bool:
+        cls = TASKS.get(name)
+        return cls.spec.general_domain == GENERAL_DOMAIN or issubclass(cls, SweepsBlends)
+
+    if not able_task(task):
+        able = [name for name in TASKS.names() if able_task(name)]
         raise TunewiseError(f"{option}: available for the {', '.join(able)} task{'' if len(able) == 1 else 's'}, "
                             f"not '{task}' yet")
 
@@ -149,6 +162,8 @@ def after_run(task: Any, config: RunConfig, data: Any, model_dir: Path, options:
     from tunewise.models.loading import load_sentence_transformer, pick_device
 
     check_task(config.task, "strategy.interpolate")
+    if isinstance(task, SweepsBlends):
+        return task.wiseft_sweep(config, data, model_dir, options, console)
     device = pick_device(config.train.device)
     general, described = general_dataset(options.general_data, seed=config.seed, option="strategy.general_data")
     base = task.load_model(config, device)
@@ -181,6 +196,9 @@ def interpolate_run(run_dir: str | Path, *, alphas: list[float] | None = None, m
         raise TunewiseError(f"interpolate: {run} has no config.yaml; give the folder of a finished tunewise run")
     cfg = load_config(run / "config.yaml")
     check_task(cfg.task, "interpolate")
+    if issubclass(TASKS.get(cfg.task), SweepsBlends):
+        raise TunewiseError(f"interpolate: a finished {cfg.task} run is not swept by this command yet; set "
+                            "strategy.interpolate in its config and fit again (the run sweeps the blends itself)")
     if cfg.strategy_name == "head":
         raise TunewiseError("interpolate: a 'head' run adds layers the pre-trained model lacks; WiSE-FT needs full, partial or merged LoRA runs")
     if cfg.strategy.get("merge") is False:

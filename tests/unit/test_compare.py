@@ -184,3 +184,39 @@ def test_interpolate_names_general_for_a_missing_general_file(pairs_file, tmp_pa
     result = runner.invoke(app, ["interpolate", str(run_dir), "--general", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: --general: file not found") and "data.train" not in result.output
+
+
+def test_compare_with_folds_shows_mean_std_and_pairs_strategies_on_pooled_items(tiny_st_model, pairs_file, tmp_path):
+    from rich.console import Console
+
+    cfg = load_config(None, values={"model": tiny_st_model, "data.train": str(pairs_file), "train.epochs": 1,
+                                    "train.batch_size": 8, "eval.k": [1, 10], "eval.folds": 2})
+    result = compare(cfg, ["head", "full"], tmp_path / "cmp", console=Console(quiet=True))
+    rows = result["rows"]
+    for r in rows:
+        assert r["folds"]["k"] == 2 and r["folds"]["after"]["std"] is not None
+        assert r["after"] == pytest.approx(r["folds"]["after"]["mean"])
+        assert r["interval"]["n"] == 60  # pooled: every query of the 60 pairs, held out once
+    assert rows[0]["before"] == pytest.approx(rows[1]["before"])  # the same folds for every strategy
+    other = next(r for r in rows if not r["best"])
+    assert other["vs_best"]["n"] == 60 and 0 < other["vs_best"]["p_value"] <= 1
+    assert " ± " in result["markdown"] and "2-fold cross-validation" in (tmp_path / "cmp" / "compare.md").read_text()
+    for label in ("head", "full"):
+        assert (tmp_path / "cmp" / label / "folds.md").is_file()
+
+
+def test_compare_refuses_a_k_the_data_cannot_fold_before_any_run(pairs_file, tmp_path):
+    from rich.console import Console
+
+    cfg = load_config(None, values={"data.train": str(pairs_file), "eval.folds": 100})
+    with pytest.raises(TunewiseError, match="100 folds need at least 100"):
+        compare(cfg, ["head", "full"], tmp_path / "cmp", console=Console(quiet=True))
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_markdown_table_of_fold_rows():
+    row = {"strategy": "head", "metric": "mrr@20", "before": 0.25, "after": 0.3, "relative_improvement": 0.2,
+           "trainable_params": 1000, "trainable_fraction": 0.01, "seconds": 12.0, "samples_per_second": 33.3,
+           "peak_mib": 512.0, "folds": {"k": 5, "before": {"mean": 0.25, "std": 0.01}, "after": {"mean": 0.3, "std": 0.02},
+                                        "gain": {"mean": 0.05, "std": 0.015}}}
+    assert "| head | 0.2500 ± 0.0100 | 0.3000 ± 0.0200 | +20.0% |" in markdown_table([row])

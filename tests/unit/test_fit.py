@@ -96,7 +96,10 @@ def test_early_stopping_restores_best(tiny_st_model, pairs_file, tmp_path):
     assert train["best"] is not None and train["best"]["metric"] == "mrr@20"
     best = max(h["mrr@20"] for h in train["history"])
     assert train["best"]["value"] == pytest.approx(best)
+    record = result.metrics["early_stopping"]  # the step kept and why
+    assert record == train["best"] and record["best_step"] <= record["stopped_at_step"] <= 24 and record["reason"]
     assert not (result.output_dir / "_checkpoints").exists()
+    assert not (tmp_path / ".run.checkpoints").exists()  # the resumable checkpoints are removed once published
 
 
 def test_existing_output_dir_needs_overwrite(tiny_st_model, pairs_file, tmp_path):

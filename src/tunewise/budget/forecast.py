@@ -10,8 +10,15 @@ reported ``params`` are in items):
 * ``exp3``: ``m(N) = a - b * exp(-c * N)``, exponential saturation (Domhan et al. 2015);
 * ``logistic3``: ``m(N) = a / (1 + exp(-k * (ln N - d)))``, logistic in ``log N``: an
   S-curve for tasks that need a minimum of data before they improve.
-``a`` is the asymptote: a target above it is "not reachable on this curve". Metrics are
-assumed to lie in [0, 1] and to grow with N (bounds ``0 <= a <= 1``, ``b >= 0``).
+``a`` is the asymptote: a target above it is "not reachable on this curve". The forms rise
+to an asymptote in [0, 1] (bounds ``0 <= a <= 1``, ``b >= 0``); a lower-is-better metric (a
+loss, WER) is fitted mirrored (:class:`_Axis`) and reported in its own units.
+
+The interval is calibrated on a backtest of real learning curves
+(``benchmarks/forecast_calibration.py``: fit on the sizes up to a quarter of the largest,
+predict the largest): split-conformal scaling of the bootstrap's spread (:class:`Calibration`).
+:meth:`ForecastResult.trust` quotes that backtest at the horizon asked for, and the forecast's
+``warnings`` say when the data cannot support a sharp answer (few sizes, a curve still steep).
 
 References:
     Frey & Fisher, "Modeling decision tree performance with the power law", AISTATS 1999.
@@ -22,6 +29,8 @@ References:
     neural networks by extrapolation of learning curves", IJCAI 2015.
     Davidson & Flachaire, "The wild bootstrap, tamed at last", J. Econometrics 146, 2008
     (Rademacher signs on HC3-scaled residuals).
+    Lei, G'Sell, Rinaldo, Tibshirani & Wasserman, "Distribution-free predictive inference for
+    regression", JASA 113, 2018 (split conformal; locally scaled residuals).
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from tunewise.budget import calibration as _cal
+from tunewise.budget.calibration import Calibration, Trust
 from tunewise.budget.roi import BudgetPoint
 from tunewise.errors import TunewiseError
 
@@ -227,9 +238,42 @@ def _bootstrap(n, y, fits, weights, n_boot: int, rng, resample: str = "wild") ->
     return out
 
 
+class _Axis(NamedTuple):
+    """Metric <-> fitting axis: the forms rise to an asymptote in [0, 1].
+
+    A higher-is-better metric in [0, 1] is fitted as it is; a lower-is-better one (a loss, WER)
+    is mirrored, ``z = (top - y) / top``, so that its fall becomes a rise. ``top`` is 1 for a
+    metric within [0, 1], else twice its largest measured value (a loss above 1).
+    """
+
+    higher: bool
+    top: float
+
+    def to_fit(self, y):
+        y = np.asarray(y, dtype=float)
+        return y / self.top if self.higher else (self.top - y) / self.top
+
+    def to_metric(self, z):
+        z = np.asarray(z, dtype=float)
+        return z * self.top if self.higher else self.top - z * self.top
+
+
+def _axis(y: np.ndarray, higher: bool) -> _Axis:
+    largest = float(np.max(np.abs(y))) if y.size else 1.0
+    return _Axis(bool(higher), 1.0 if largest <= 1 else 2.0 * largest)
+
+
 @dataclass
 class ForecastResult:
-    """Forecast at ``sizes``: ``mean`` (bagged median), ``low``/``high`` at ``level``."""
+    """Forecast at ``sizes``: ``mean`` (bagged median; calibrated: moved by the backtest's bias beyond
+    the measured range), ``low``/``high`` at ``level``.
+
+    With ``interval="calibrated"`` (the default) the interval is that of the mean metric over as
+    many seeds as were measured, scaled from the bootstrap fits' spread and the seed noise by the
+    backtest of ``benchmarks/forecast_calibration.py`` (:class:`Calibration`), which also moves
+    the centre beyond the measured range. ``interval="bootstrap"``: percentiles of the bootstrap
+    fits alone.
+    """
 
     form: str
     formula: str
@@ -247,17 +291,83 @@ class ForecastResult:
     warnings: list[str] = field(default_factory=list)
     fit: CurveFit | None = field(default=None, repr=False)
     boot: list[CurveFit] = field(default_factory=list, repr=False)
+    higher_is_better: bool = True
+    axis_top: float = 1.0
+    slope: float = 0.0  # fitted gain over the last measured doubling (metric units; > 0: improving)
+    noise_sd: float = 0.0  # seed noise of a mean over the measured seeds (metric units)
+    calibration: Calibration | None = None  # None: bootstrap-only interval
+    seed: int = 0  # of the bootstrap
 
-    def draws(self, sizes) -> np.ndarray:  # (n_boot, len(sizes))
-        return np.stack([b.predict(sizes) for b in self.boot])
+    @property
+    def interval(self) -> str:
+        return "bootstrap" if self.calibration is None else "calibrated"
+
+    @property
+    def _axis(self) -> _Axis:
+        return _Axis(self.higher_is_better, self.axis_top)
+
+    def draws(self, sizes) -> np.ndarray:  # (n_boot, len(sizes)), metric units
+        return self._axis.to_metric(np.stack([b.predict(sizes) for b in self.boot]))
+
+    def spread(self, sizes, floor: float | None = None) -> np.ndarray:
+        """The scale the calibrated interval multiplies, on the fitting axis (:class:`Calibration`).
+
+        ``floor``: per doubling beyond the largest measured size; default the calibration's (0 without one).
+        """
+        z = np.stack([b.predict(sizes) for b in self.boot])
+        if floor is None:
+            floor = self.calibration.floor if self.calibration is not None else 0.0
+        doublings = np.log2(np.maximum(np.asarray(sizes, dtype=float) / self.observed_sizes[-1], 1.0))
+        return np.sqrt(np.std(z, axis=0) ** 2 + (self.noise_sd / self.axis_top) ** 2 + (floor * doublings) ** 2)
 
     def predict(self, sizes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(center, low, high)``: median and percentiles of the bootstrap fits (mixing forms)."""
+        """``(center, low, high)`` at ``sizes``; the interval at ``level``.
+
+        Bootstrap: the median and percentiles of the bootstrap fits (mixing forms). Calibrated:
+        see :class:`Calibration`; the bounds stay inside the metric's range.
+        """
+        axis = self._axis
         if not self.boot:
-            return self.fit.predict(sizes), *np.full((2, len(sizes)), np.nan)
-        tail = 100 * (1 - self.level) / 2
-        low, mid, high = np.percentile(self.draws(sizes), [tail, 50, 100 - tail], axis=0)
-        return mid, low, high
+            return axis.to_metric(self.fit.predict(sizes)), *np.full((2, len(sizes)), np.nan)
+        if self.calibration is None:
+            tail = 100 * (1 - self.level) / 2
+            low, mid, high = np.percentile(self.draws(sizes), [tail, 50, 100 - tail], axis=0)
+            return mid, low, high  # metric units: ordered in either direction
+        z = np.stack([b.predict(sizes) for b in self.boot])  # (n_boot, len(sizes)), fitting axis
+        spread = self.spread(sizes)
+        beyond = np.asarray(sizes, dtype=float) > self.observed_sizes[-1]
+        mid = np.median(z, axis=0) + self.calibration.bias * spread * beyond
+        half = self.calibration.q(self.level) * spread
+        low, high = np.clip(mid - half, 0, 1), np.clip(mid + half, 0, 1)
+        if not self.higher_is_better:
+            low, high = high, low  # mirrored: the top of z is the bottom of the metric
+        return axis.to_metric(mid), axis.to_metric(low), axis.to_metric(high)
+
+    def trust(self, size: int) -> Trust:
+        """The backtest's coverage and typical error at this forecast's horizon, and whether to trust it
+        (:func:`tunewise.budget.calibration.trust`)."""
+        return _cal.trust(self, size)
+
+
+def _slope(fits: dict[str, CurveFit | None], weights: dict[str, float], largest: float) -> float:
+    """Gain of the model-averaged fit over the last measured doubling (fitting axis)."""
+    total = 0.0
+    for name, w in weights.items():
+        if w > 0 and fits.get(name) is not None:
+            a, b = fits[name].predict([largest / 2, largest])
+            total += w * float(b - a)
+    return total
+
+
+def _noise_sd(n: np.ndarray, y: np.ndarray) -> float:
+    """Pooled within-size standard deviation over ``sqrt(k)``: the seed noise of a k-seed mean."""
+    sizes = np.unique(n)
+    dev = np.concatenate([y[n == s] - y[n == s].mean() for s in sizes])
+    dof = dev.size - sizes.size
+    if dof < 1:
+        return 0.0
+    k = max(int((n == sizes[-1]).sum()), 1)
+    return math.sqrt(float(np.sum(dev**2)) / dof / k)
 
 
 def forecast(
@@ -270,22 +380,29 @@ def forecast(
     seed: int = 0,
     max_factor: float = MAX_FACTOR,
     resample: str = "wild",
+    interval: str = "calibrated",
+    higher_is_better: bool | None = None,
 ) -> ForecastResult:
     """Fit a learning curve to a data sweep and forecast the metric at ``sizes``.
 
     Args:
         points: finished data-sweep points (``metric_after`` is the curve's y).
-        sizes: sizes to forecast; default the measured ones and 2x, 5x, 10x the largest.
+        sizes: sizes to forecast; default the measured ones and 2x, 4x, 8x the largest (the
+            horizons the backtest checked).
         forms: candidate forms (keys of :data:`FORMS`); default all.
         n_boot: bootstrap resamples (0: no interval, the best form's fit alone).
         level: two-sided interval level.
         seed: seed of the bootstrap.
         max_factor: refuse sizes beyond this multiple of the largest measured size.
         resample: "wild" or "seeds" (see :func:`_bootstrap`).
+        interval: "calibrated" (the bootstrap's spread and the seed noise, scaled and centred by
+            the backtest: :class:`Calibration`) or "bootstrap" (percentiles of the bootstrap fits).
+        higher_is_better: the metric's direction; None: the points' own
+            (``BudgetPoint.higher_is_better``). A falling metric is fitted mirrored.
 
     Raises:
         TunewiseError: fewer than 3 distinct sizes (``--sizes``), sizes beyond ``max_factor``
-            (``--forecast-sizes``), an unknown form, level or resampling scheme.
+            (``--forecast-sizes``), an unknown form, level, interval or resampling scheme.
     """
     n, y = _arrays(points)
     measured = _require_sizes(n)
@@ -296,31 +413,45 @@ def forecast(
         raise TunewiseError(f"--level: must be in (0, 1), e.g. 0.95; got {level}")
     if resample not in ("wild", "seeds"):
         raise TunewiseError(f"--resample: choose 'wild' or 'seeds'; got {resample!r}")
+    if interval not in ("calibrated", "bootstrap"):
+        raise TunewiseError(f"--interval: choose 'calibrated' or 'bootstrap'; got {interval!r}")
     largest = measured[-1]
     sizes = [int(s) for s in (sizes if sizes is not None else
-                              [*measured, 2 * largest, 5 * largest, 10 * largest])]
+                              [*measured, 2 * largest, 4 * largest, 8 * largest])]
     if bad := [s for s in sizes if s < 1 or s > max_factor * largest]:
         raise TunewiseError(
             f"--forecast-sizes: {bad} outside 1..{int(max_factor * largest)} ({max_factor:g}x "
             f"the largest measured size, {largest}); measure larger sizes to forecast further"
         )
-    name, scores, weights, fits = select_form(n, y, forms)
+    if higher_is_better is None:
+        higher_is_better = all(getattr(p, "higher_is_better", True) for p in points if p.kind == "data")
+    axis = _axis(y, higher_is_better)
+    z = axis.to_fit(y)
+    name, scores, weights, fits = select_form(n, z, forms)
     if (fit := fits[name]) is None:
-        raise TunewiseError("--sizes: no learning curve fits these points; check that the metric "
-                            "grows with the number of items, or add sizes and seeds")
-    boot = _bootstrap(n, y, fits, weights, n_boot, np.random.default_rng(seed), resample)
+        direction = "grows" if higher_is_better else "falls"
+        raise TunewiseError(f"--sizes: no learning curve fits these points; check that the metric {direction} "
+                            "with the number of items, or add sizes and seeds")
+    boot = _bootstrap(n, z, fits, weights, n_boot, np.random.default_rng(seed), resample)
+    params = fit.params_items
+    params[FORMS[name].param_names[0]] = float(axis.to_metric(params[FORMS[name].param_names[0]]))
     result = ForecastResult(
-        name, FORMS[name].formula, fit.params_items, scores, weights, sizes, [], [], [], level,
+        name, FORMS[name].formula, params, scores, weights, sizes, [], [], [], level,
         measured, [float(y[n == s].mean()) for s in measured],
         [float(np.std(y[n == s], ddof=1)) if (n == s).sum() > 1 else 0.0 for s in measured],
-        fit=fit, boot=boot,
+        fit=fit, boot=boot, higher_is_better=bool(higher_is_better), axis_top=axis.top,
+        slope=_slope(fits, weights, largest) * axis.top, noise_sd=_noise_sd(n, y),
+        calibration=_cal.CALIBRATION if interval == "calibrated" else None, seed=seed,
     )
     result.mean, result.low, result.high = (v.tolist() for v in result.predict(sizes))
     if fit.params[0] > 0.995:
         result.warnings.append(
             "the fitted asymptote is at the metric's ceiling (1.0): the curve has not started "
-            "to saturate in the measured range, so forecasts far out are optimistic"
+            "to saturate in the measured range, so forecasts far out are optimistic" if higher_is_better else
+            "the fitted asymptote is at the metric's floor (0): the curve has not started to level off in the "
+            "measured range, so forecasts far out are optimistic"
         )
+    result.warnings.extend(_cal.sharpness_notes(result))
     return result
 
 
@@ -351,21 +482,25 @@ def labels_for_target(
 
     Args:
         source: a :class:`ForecastResult`, or data-sweep points to fit one from.
-        target: metric value to reach, in [0, 1].
+        target: metric value to reach, in [0, 1] (a lower-is-better metric: the value to get
+            down to; a loss above 1 may go up to twice its largest measured value).
         **forecast_kwargs: passed to :func:`forecast` when ``source`` is points.
 
     Raises:
-        TunewiseError: naming ``--target`` when it is outside [0, 1].
+        TunewiseError: naming ``--target`` when it is outside the metric's range.
     """
-    if not (isinstance(target, (int, float)) and 0 <= target <= 1):
-        raise TunewiseError(f"--target: must be a metric value in [0, 1]; got {target}")
     res = source if isinstance(source, ForecastResult) else forecast(source, **forecast_kwargs)
+    top = res.axis_top
+    if not (isinstance(target, (int, float)) and 0 <= target <= top):
+        raise TunewiseError(f"--target: must be a metric value in [0, {top:g}]; got {target}")
+    # On the fitting axis the curve rises, so "reach the target" is z >= z_target in both directions.
+    z_target = float(res._axis.to_fit(target))
     fits, tail = res.boot or [res.fit], (1 - res.level) / 2
-    draws = np.array([f.size_for(target) for f in fits])
+    draws = np.array([f.size_for(z_target) for f in fits])
     # "inverted_cdf" picks actual draws, so infinite (unreachable) draws stay infinite.
     need, low, high = (float(np.quantile(draws, q, method="inverted_cdf"))
                        for q in (0.5, tail, 1 - tail))
-    asymptote = float(np.median([f.params[0] for f in fits]))
+    asymptote = float(res._axis.to_metric(np.median([f.params[0] for f in fits])))
     if not math.isfinite(need):
         share = 100 * float(np.mean(np.isfinite(draws)))
         msg = (f"{target:g} is not reachable on this curve: the fitted asymptote is {asymptote:.3f}"
@@ -430,7 +565,7 @@ def validate_forecast(
     observed = y[n == largest]
     obs, k = float(observed.mean()), observed.size
     pred, low, high = res.mean[0], res.low[0], res.high[0]
-    if res.boot:
+    if res.boot and res.calibration is None:  # the calibrated interval already carries the seed noise
         dev = np.concatenate([y[n == s] - y[n == s].mean() for s in fit_sizes])
         s2 = float(np.sum(dev**2)) / max(dev.size - len(fit_sizes), 1)
         rng = np.random.default_rng(forecast_kwargs.get("seed", 0) + 1)

@@ -15,6 +15,7 @@ from typing import Any
 from tunewise.budget.advice import Recommendation, recommend
 from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult, forecast, labels_for_target, validate_forecast
 from tunewise.budget.roi import BudgetPoint, SizeSummary, summarize_points
+from tunewise.budget.stability import KneeStability, knee_stability
 from tunewise.errors import TunewiseError
 
 
@@ -38,6 +39,13 @@ class BudgetResult:
     reused: int = 0  # planned points found finished in the store
     wall_seconds: float = 0.0
     backend: str = "local"
+    higher_is_better: bool = True
+    knee_stability: KneeStability | None = None
+
+    @property
+    def equal_labels(self) -> bool:
+        """Whether the points carry a probe fitted at each point's own size (classifiers)."""
+        return any(p.metric_before_equal_labels is not None for p in self.points)
 
     @property
     def report_path(self) -> Path:
@@ -66,7 +74,9 @@ def sweep_cost(data: list[BudgetPoint], time: list[BudgetPoint], price_per_hour:
     for p in time:
         runs[p.seed] = max(runs.get(p.seed, 0.0), p.train_seconds)
     train += sum(runs.values())
-    evaluation = sum(p.eval_seconds for p in [*data, *time])
+    # Classifiers also score the probe fitted on each point's subset: evaluation time too.
+    probes = {(p.kind, p.size, p.seed): p.extra.get("probe_eval_seconds", 0.0) or 0.0 for p in [*data, *time]}
+    evaluation = sum(p.eval_seconds for p in [*data, *time]) + sum(probes.values())
     cost = {"train_seconds": round(train, 2), "eval_seconds": round(evaluation, 2), "runs": len(data) + len(runs)}
     if price_per_hour is not None:
         cost["price_per_hour"] = price_per_hour
@@ -75,7 +85,7 @@ def sweep_cost(data: list[BudgetPoint], time: list[BudgetPoint], price_per_hour:
 
 
 def _forecast_parts(data: list[BudgetPoint], *, forecast_sizes, validate: bool, target, warnings: list[str]):
-    sizes = sorted({p.size for p in data})
+    sizes = sorted({p.size for p in data})  # a lower-is-better metric: the forecast reads the points' direction
     if len(sizes) < 3:
         warnings.append(f"no forecast: it needs at least 3 grid sizes with finished points, got {len(sizes)}")
         return None, None, None
@@ -104,6 +114,9 @@ def _notes(cfg, task, plan, before: float | None, cost: dict[str, Any], backend:
         f"learning rate {cfg.train.learning_rate:g}, seed {cfg.seed}",
         f"pre-trained model: {primary} = {before:.4f} on the evaluation set every point is scored on"
         if before is not None else "pre-trained model: not evaluated (no points)",
+        *([] if task.spec.higher_is_better(primary) else
+          [f"{primary} is lower-is-better: improvements are relative reductions ((before - after) / before), "
+           "so a fall is a positive improvement"]),
         f"data sweep: nested seeded subsets, sizes {plan.sizes} x {plan.seeds} seeds",
     ]
     if plan.time_size:
@@ -126,17 +139,26 @@ def build_result(out: Path, store, plan, cfg, task, *, ran: int, reused: int, wa
     data, time = planned_points(store.points(), plan)
     before = (data or time)[0].metric_before if (data or time) else None
     data_summary, time_summary = summarize_points(data, "data"), summarize_points(time, "time")
-    rec = recommend(data_summary, time_summary, price_per_hour, metric_name=primary, drop=drop)
+    higher = (data or time)[0].higher_is_better if (data or time) else task.spec.higher_is_better(primary)
+    # k-fold sweeps run fold s as seed s (tunewise.folds): the resampled repetitions are folds
+    stability = knee_stability(data, drop, seed=cfg.seed, unit_name="folds" if getattr(cfg.eval, "folds", None) else None)
     warnings = list(plan.warnings)
     fc, val, tgt = _forecast_parts(data, forecast_sizes=forecast_sizes, validate=validate, target=target,
                                    warnings=warnings)
+    rec = recommend(data_summary, time_summary, price_per_hour, metric_name=primary, drop=drop,
+                    knee_stability=stability if data_summary and max(r.mean_rel_improvement for r in data_summary) > 0
+                    else None, forecast=fc, unit=task.spec.unit)
     cost = sweep_cost(data, time, price_per_hour)
     notes = _notes(cfg, task, plan, before, cost, backend) + [f"warning: {w}" for w in warnings]
+    if any(p.metric_before_equal_labels is not None for p in data + time):
+        notes.insert(2, "classifier baselines: 'before' is the frozen-feature probe fitted on all training items "
+                        "(do labels beat features?); each point is also compared with the probe fitted on its own "
+                        "subset (is fine-tuning worth it at this budget?)")
     write_report(out, data_summary=data_summary, time_summary=time_summary, recommendation=rec, forecast=fc,
                  validation=val, target=tgt, metric_name=primary, drop=drop,
-                 title=f"tunewise budget report: {cfg.task}, {primary}", notes=notes)
+                 title=f"tunewise budget report: {cfg.task}, {primary}", notes=notes, knee_stability=stability)
     result = BudgetResult(out, primary, before, data + time, data_summary, time_summary, rec, fc, val, tgt,
-                          cost, warnings, ran, reused, wall_seconds, backend)
+                          cost, warnings, ran, reused, wall_seconds, backend, higher, stability)
     write_json(out / "summary.json", summary_dict(result, drop))
     return result
 
@@ -159,9 +181,14 @@ def summary_dict(result: BudgetResult, drop: float = 0.70) -> dict[str, Any]:
     out = {
         "metric": result.metric,
         "metric_before": result.metric_before,
+        "higher_is_better": result.higher_is_better,
+        # What the improvements compare with: classifiers add the probe fitted at each point's size.
+        "baselines": (["probe on all training items (metric_before)", "probe on the same labeled items "
+                       "(mean_metric_before_equal_labels)"] if result.equal_labels else ["pre-trained model (metric_before)"]),
         "recommendation": dataclasses.asdict(result.recommendation),
         "knee_drop": drop,
         "data_knee_items": result.data_summary[data_knee].size if data_knee is not None else None,
+        "data_knee_stability": None if result.knee_stability is None else dataclasses.asdict(result.knee_stability),
         "time_knee_epoch": result.time_summary[time_knee].epoch if time_knee is not None else None,
         "data": [dataclasses.asdict(r) for r in result.data_summary],
         "time": [dataclasses.asdict(r) for r in result.time_summary],

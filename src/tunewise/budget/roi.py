@@ -5,7 +5,11 @@ metric before and after. From those measurements this module derives:
 
 * relative improvement ``r = (m_after - m_before) / m_before`` (``m_before`` is the
   pre-trained model on the same evaluation set; a run's ``metrics.json`` uses the same
-  function), or the absolute gain where the pre-trained model scores 0,
+  function), or the absolute gain where the pre-trained model scores 0. "Improvement" always
+  means "better": for a lower-is-better metric (a loss, perplexity, WER; the task declares the
+  direction, :meth:`tunewise.tasks.base.TaskSpec.higher_is_better`) it is the relative
+  reduction ``(m_before - m_after) / m_before``, so a falling WER is a positive improvement and
+  everything below (ROI, knee, marginal ROI) needs no second definition,
 * ROI ``r / B`` where the budget ``B`` is labeled items (data sweep) or training seconds
   (time sweep; evaluation time is excluded and reported separately),
 * marginal ROI between consecutive budgets ``(r_i - r_{i-1}) / (B_i - B_{i-1})``, which is
@@ -45,6 +49,12 @@ class BudgetPoint:
         epoch: epochs trained; the budget axis of a time sweep (may be fractional).
         extra: anything else worth keeping (peak memory, samples/s, ...); JSON-serialisable.
         kind: "data" (budget = items) or "time" (budget = training seconds).
+        higher_is_better: the metric's direction (False: a loss or error rate, where a fall is
+            the improvement). Stores written before it existed hold higher-is-better metrics only.
+        metric_before_equal_labels: classifiers only: the frozen-feature probe fitted on this
+            point's own training subset (the transfer-learning baseline at the same labeled
+            size), scored on the same evaluation set; ``metric_before`` is the probe fitted on
+            all training items. None for tasks without such a baseline.
     """
 
     size: int
@@ -56,6 +66,8 @@ class BudgetPoint:
     epoch: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     kind: str = "data"
+    higher_is_better: bool = True
+    metric_before_equal_labels: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,7 +83,15 @@ class BudgetPoint:
     @property
     def relative_improvement(self) -> float:
         """The planner's improvement: relative, or the absolute gain from a pre-trained score of 0."""
-        return improvement(self.metric_before, self.metric_after)
+        return improvement(self.metric_before, self.metric_after, self.higher_is_better)
+
+    @property
+    def improvement_equal_labels(self) -> float | None:
+        """Relative improvement over the probe fitted on the same labeled items (None: no such probe, or it scored 0)."""
+        if self.metric_before_equal_labels is None:
+            return None
+        return relative_improvement(self.metric_before_equal_labels, self.metric_after,
+                                    higher_is_better=self.higher_is_better)
 
 
 @dataclass(frozen=True)
@@ -82,7 +102,15 @@ class SizeSummary:
     row is identified by ``epoch`` (``size`` is then the fixed data size of the sweep).
     ``std`` is the sample standard deviation of the relative improvement over seeds (0 for a
     single seed). ``marginal_roi`` of the first row is measured from the origin (no budget,
-    no improvement), so it equals its ROI.
+    no improvement), so it equals its ROI. The improvements are "better is positive" for both
+    directions of the metric (``higher_is_better``).
+
+    Classifiers also get the comparison at equal labels (None elsewhere):
+    ``mean_metric_before_equal_labels`` is the mean score of the frozen-feature probe fitted on
+    each point's own subset, ``mean_rel_improvement_equal_labels`` (± ``std_equal_labels``) the
+    fine-tuned model's relative improvement over it: whether fine-tuning is worth it at this
+    budget, where ``mean_rel_improvement`` (against the probe fitted on all items) says whether
+    labels beat features.
     """
 
     size: int
@@ -97,6 +125,10 @@ class SizeSummary:
     mean_metric_before: float = 0.0
     epoch: float | None = None
     kind: str = "data"
+    higher_is_better: bool = True
+    mean_metric_before_equal_labels: float | None = None
+    mean_rel_improvement_equal_labels: float | None = None
+    std_equal_labels: float | None = None
 
     @property
     def absolute(self) -> bool:
@@ -109,11 +141,19 @@ class SizeSummary:
         return float(self.size) if self.kind == "data" else self.mean_seconds
 
 
+def relative_improvement(metric_before: float | None, metric_after: float, *,
+                         higher_is_better: bool = True) -> float | None:
+    """Relative improvement over the pre-trained model, positive when the model got better.
 
-def relative_improvement(metric_before: float | None, metric_after: float) -> float | None:
-    """Relative improvement over the pre-trained model: ``r = (m_after - m_before) / m_before``.
+    ``r = (m_after - m_before) / |m_before|`` for a higher-is-better metric, and the relative
+    reduction ``r = (m_before - m_after) / |m_before|`` for a lower-is-better one (a loss,
+    perplexity, an error rate): WER falling from 0.30 to 0.18 is ``r = +0.40``. The one
+    definition, used per metric in a run's ``metrics.json`` and by the budget planner.
 
-    The one definition, used per metric in a run's ``metrics.json`` and by the budget planner.
+    Args:
+        metric_before: the pre-trained (baseline) score.
+        metric_after: the fine-tuned score on the same evaluation set.
+        higher_is_better: the metric's direction, as the task declares it.
 
     Returns:
         The ratio, or None when the pre-trained score is 0 or missing (no ratio exists; the
@@ -121,19 +161,35 @@ def relative_improvement(metric_before: float | None, metric_after: float) -> fl
     """
     if not metric_before:
         return None
-    return (metric_after - metric_before) / metric_before
+    gain = metric_after - metric_before if higher_is_better else metric_before - metric_after
+    return gain / abs(metric_before)
 
 
-def improvement(metric_before: float, metric_after: float) -> float:
-    """What the budget planner measures a run by.
+def improvement(metric_before: float, metric_after: float, higher_is_better: bool = True) -> float:
+    """What the budget planner measures a run by (positive: better, for either direction).
 
     The relative improvement over the pre-trained model when it scores above 0; when it scores
     0 (an output format it never produces, say) the ratio is undefined and the improvement is
-    the absolute gain ``m_after - m_before`` in the metric's own units (every point of a sweep
-    shares the pre-trained score, so all of its rows are of one kind).
+    the absolute gain in the metric's own units, ``m_after - m_before`` (or ``m_before -
+    m_after`` for a lower-is-better metric). Every point of a sweep shares the pre-trained
+    score, so all of its rows are of one kind.
     """
-    rel = relative_improvement(metric_before, metric_after) if metric_before > 0 else None
-    return rel if rel is not None else metric_after - metric_before
+    rel = relative_improvement(metric_before, metric_after, higher_is_better=higher_is_better) if metric_before > 0 else None
+    if rel is not None:
+        return rel
+    return metric_after - metric_before if higher_is_better else metric_before - metric_after
+
+
+def metric_direction(spec: Any, name: str) -> bool:
+    """``spec.higher_is_better(name)`` of a task's :class:`~tunewise.tasks.base.TaskSpec`.
+
+    A metric the task reports without declaring it (a diagnostic next to the declared ones)
+    counts as higher-is-better, as every metric did before directions existed.
+    """
+    try:
+        return bool(spec.higher_is_better(name))
+    except TunewiseError:
+        return True
 
 
 def roi(rel_improvement: float, budget: float) -> float:
@@ -224,6 +280,10 @@ def summarize_points(points: Iterable[BudgetPoint], kind: str | None = None) -> 
     if not pts:
         return []
     kind = kinds.pop()
+    directions = {p.higher_is_better for p in pts}
+    if len(directions) > 1:
+        raise ValueError("points mix higher- and lower-is-better metrics; a sweep scores one metric")
+    higher = directions.pop()
     groups: dict[Any, list[BudgetPoint]] = defaultdict(list)
     for p in pts:
         groups[p.size if kind == "data" else p.epoch].append(p)
@@ -232,8 +292,10 @@ def summarize_points(points: Iterable[BudgetPoint], kind: str | None = None) -> 
     for group_key, group in groups.items():
         rel = [p.relative_improvement for p in group]
         n = len(rel)
-        mean_r = sum(rel) / n
-        std = math.sqrt(sum((x - mean_r) ** 2 for x in rel) / (n - 1)) if n > 1 else 0.0
+        mean_r, std = _mean_std(rel)
+        probes = [p.metric_before_equal_labels for p in group if p.metric_before_equal_labels is not None]
+        equal = [r for r in (p.improvement_equal_labels for p in group) if r is not None]
+        mean_eq, std_eq = _mean_std(equal) if equal else (None, None)
         mean_s = sum(p.train_seconds for p in group) / n
         budget = float(group_key) if kind == "data" else mean_s
         rows.append(
@@ -249,6 +311,10 @@ def summarize_points(points: Iterable[BudgetPoint], kind: str | None = None) -> 
                 mean_metric_before=sum(p.metric_before for p in group) / n,
                 epoch=None if kind == "data" else group_key,
                 kind=kind,
+                higher_is_better=higher,
+                mean_metric_before_equal_labels=sum(probes) / len(probes) if probes else None,
+                mean_rel_improvement_equal_labels=mean_eq,
+                std_equal_labels=std_eq,
                 _budget=budget,
             )
         )
@@ -258,6 +324,13 @@ def summarize_points(points: Iterable[BudgetPoint], kind: str | None = None) -> 
         SizeSummary(marginal_roi=m, **{k: v for k, v in r.items() if k != "_budget"})
         for r, m in zip(rows, margins)
     ]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1)) if n > 1 else 0.0)
 
 
 def gaining_rois(rows: Sequence[SizeSummary]) -> list[float]:

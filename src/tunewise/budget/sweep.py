@@ -109,6 +109,35 @@ def _pretrained(task: Any, cfg: RunConfig, device: str, strategy: Any) -> Any:
     return strategy.reuse_pretrained(_PRETRAINED[key], task, cfg)
 
 
+def equal_labels_probe(task: Any, model: Any, subset: Any, cfg: RunConfig) -> tuple[float, float | None, float]:
+    """A classifier's transfer-learning baseline at this point's labeled size, and where fine-tuning starts.
+
+    The sweep's "before" of a classifier (:class:`~tunewise.tasks.base.HasBaseline`) is the
+    frozen-feature probe fitted on *all* training items: small budgets then show as losses even
+    where they beat a probe given the same labels. So each point also scores the probe fitted
+    on its own subset (``metric_before_equal_labels``). As in ``fit``, fine-tuning starts from
+    that probe (``classify.init_head``); with ``init_head`` off the task puts the old head back.
+
+    Returns:
+        ``(fit_seconds, score, eval_seconds)``: the probe's fit counts as training time when
+        fine-tuning starts from it (it is part of what the budget costs); the score is None and
+        the seconds 0 for tasks without a baseline.
+    """
+    from tunewise.tasks.base import HasBaseline, HasInitHead
+
+    if not isinstance(task, HasBaseline):
+        if isinstance(task, HasInitHead) and cfg.classify.init_head:
+            return task.init_head(model, subset, cfg), None, 0.0
+        return 0.0, None, 0.0
+    primary = cfg.eval.primary
+    if isinstance(task, HasInitHead) and cfg.classify.init_head:
+        fit_seconds = task.init_head(model, subset, cfg)
+        result = task.evaluate(model, subset, cfg)
+        return fit_seconds, float(result.metrics[primary]), float(result.seconds)
+    result = task.baseline(model, subset, cfg)  # fits, scores, and restores the head (init_head off)
+    return 0.0, float(result.metrics[primary]), float(result.seconds)
+
+
 def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_before: float, device: str,
             emit: Callable[[BudgetPoint], None]) -> None:
     """Train one job from a fresh pre-trained model and ``emit`` each finished point.
@@ -120,27 +149,25 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     from tunewise.run import no_weight_bars, train_with_strategy
     from tunewise.strategies import resolve_strategy
     from tunewise.strategies.base import eval_model
-    from tunewise.tasks.base import HasInitHead
 
     primary = cfg.eval.primary
+    higher = task.spec.higher_is_better(primary)
     run_cfg = point_config(cfg, job.seed, job.epochs if job.kind == "time" else None)
     strategy, options = resolve_strategy(run_cfg)
     subset = task.subset(data, list(job.indices))
     with no_weight_bars():  # one weight-loading bar per point would bury the sweep's own progress
         model = _pretrained(task, run_cfg, device, strategy)
-    # As in fit: a classifier starts from the linear probe fitted on its (subset of) training items;
-    # that pass over the items is part of what the budget costs, so it counts as training time.
-    probe_seconds = 0.0
-    if isinstance(task, HasInitHead) and run_cfg.classify.init_head:
-        probe_seconds = task.init_head(model, subset, run_cfg)
+    probe_seconds, equal, probe_eval = equal_labels_probe(task, model, subset, run_cfg)
     with no_weight_bars():  # qlora re-loads the weights in 4-bit
         model = strategy.prepare(model, task, options, run_cfg)
-    base = {"strategy": run_cfg.strategy_name, "device": device}
+    base = {"strategy": run_cfg.strategy_name, "device": device,
+            **({"probe_eval_seconds": round(probe_eval, 3)} if equal is not None else {})}
+    same = {"higher_is_better": higher, "metric_before_equal_labels": equal}
     with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as workdir:
         if job.kind == "time":
             def on_curve(cp: CurvePoint) -> None:
                 emit(BudgetPoint(job.size, job.seed, metric_before, cp.metric, cp.train_seconds + probe_seconds, cp.eval_seconds,
-                                 epoch=cp.epoch, kind="time",
+                                 epoch=cp.epoch, kind="time", **same,
                                  extra={**base, "step": cp.step, "final": cp.final, "run_epochs": job.epochs,
                                         "metrics": cp.metrics}))
 
@@ -154,7 +181,7 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
                                        workdir=Path(workdir), callbacks=None)
     after = task.evaluate(eval_model(strategy, model, task, options, run_cfg), subset, run_cfg)
     emit(BudgetPoint(job.size, job.seed, metric_before, float(after.metrics[primary]), float(stats.seconds) + probe_seconds,
-                     float(after.seconds), extra={**base, "steps": stats.steps, "epochs": stats.epochs,
+                     float(after.seconds), **same, extra={**base, "steps": stats.steps, "epochs": stats.epochs,
                                                   "samples_per_second": round(stats.samples_per_second, 3),
                                                   "metrics": after.metrics}))
 
@@ -291,7 +318,7 @@ def run_budget(
         ray_address: Ray cluster address (default: an already initialised Ray, else a local one).
         price_per_hour: machine price; money is shown next to seconds.
         target: metric value to reach; the report says how many labels the curve needs.
-        forecast_sizes: sizes to forecast (default: measured, 2x, 5x and 10x the largest).
+        forecast_sizes: sizes to forecast (default: measured, 2x, 4x and 8x the largest).
         validate: also fit the curve on sizes up to a quarter of the largest and check it there.
         drop: ROI drop from the peak that defines the knee (0.70 = 70%).
         output_dir: the budget folder (default: ``<config output_dir>-budget``).
@@ -312,7 +339,9 @@ def run_budget(
     from tunewise.run import as_config, check_config, evaluate_before, no_weight_bars, quiet_libraries
 
     wall = time.perf_counter()
-    cfg = as_config(config, overrides)
+    from tunewise.tracking import log_sweep, sweep_trackers
+
+    cfg, trackers = sweep_trackers(as_config(config, overrides))  # points report to nothing; the sweep is logged at the end
     console = console or Console(stderr=True)
     runner = get_backend(backend, address=ray_address)  # Ray missing fails before any work
     _check_options(price_per_hour=price_per_hour, target=target, drop=drop)
@@ -324,11 +353,22 @@ def run_budget(
     check_output_dir(out, overwrite=True)  # a folder that cannot be written fails before any work
     quiet_libraries()
     task, strategy, options = check_config(cfg)  # as fit: bad task or strategy options fail before data is read
-    data = task.prepare_data(cfg)
-    n = task.n_train(data)
+    splits = None
+    if cfg.eval.folds:  # k-fold: folds replace seeds, so evaluation-set variance enters the error bars (tunewise.folds)
+        from tunewise.folds import budget_folds
+
+        splits, seeds = budget_folds(task, cfg, runner), cfg.eval.folds
+        data, n = splits.folds[0], min(task.n_train(d) for d in splits.folds)
+    else:
+        data = task.prepare_data(cfg)
+        n = task.n_train(data)
     plan = plan_sweep(n, cfg, sizes=sizes, seeds=seeds, time_size=time_size, epochs=epochs,
                       eval_steps=eval_steps, time_sweep=time_sweep)
     _check_report_options(plan, target=target, forecast_sizes=forecast_sizes, validate=validate)
+    if splits is not None:
+        from tunewise.folds import check_fold_grid
+
+        check_fold_grid(plan.sizes, cfg.eval.folds)
     for w in plan.warnings:
         console.print(f"[yellow]warning:[/] {w}")
 
@@ -345,6 +385,10 @@ def run_budget(
     if previous:  # same config, same evaluation set: the stored "before" is this one
         before = previous[0].metric_before
         console.print(f"resuming {out / 'results.jsonl'}: {reused} planned points done, {len(jobs)} runs to go")
+    elif jobs and splits is not None:
+        console.print(f"data: {n} training {task.spec.unit} per fold; grid {plan.sizes} x {plan.seeds} folds (folds replace seeds: "
+                      "each size trains on a subset of a fold's training side and is scored on its held-out side)")
+        before = None
     elif jobs:
         console.print(f"data: {n} training {task.spec.unit}; grid {plan.sizes} x {plan.seeds} seeds"
                       + (f"; time curve at {plan.time_size} items over {plan.time_epochs:g} epochs"
@@ -379,10 +423,18 @@ def run_budget(
 
     if jobs:
         try:
-            runner.run(jobs, cfg=cfg, task=task, data=data, device=device, metric_before=before,
-                       emit=emit, job_done=job_done)
+            if splits is not None:
+                from tunewise.folds import run_fold_jobs
+
+                run_fold_jobs(runner, jobs, splits, cfg=cfg, task=task, strategy=strategy, options=options, device=device,
+                              stored={p.seed: p.metric_before for p in previous}, emit=emit, job_done=job_done, console=console)
+            else:
+                runner.run(jobs, cfg=cfg, task=task, data=data, device=device, metric_before=before,
+                           emit=emit, job_done=job_done)
         finally:
             _PRETRAINED.clear()
-    return build_result(out, store, plan, cfg, task, ran=total, reused=reused, wall_seconds=time.perf_counter() - wall,
-                        price_per_hour=price_per_hour, target=target, forecast_sizes=forecast_sizes,
-                        validate=validate, drop=drop, backend=runner.name)
+    result = build_result(out, store, plan, cfg, task, ran=total, reused=reused, wall_seconds=time.perf_counter() - wall,
+                          price_per_hour=price_per_hour, target=target, forecast_sizes=forecast_sizes,
+                          validate=validate, drop=drop, backend=runner.name)
+    log_sweep(trackers, cfg, result, console)  # train.report_to: one parent run, one child per point
+    return result

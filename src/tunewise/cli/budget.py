@@ -28,11 +28,15 @@ def _progress(quiet: bool) -> Iterator:
     """A rich bar over jobs, shown from the first job on (a bad option fails without one)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from tunewise.tasks.progress import stderr_console, training_console
+
     if quiet:
-        yield None
+        with training_console(Console(stderr=True, quiet=True)):  # no point bars either
+            yield None
         return
+    # the points' training bars share this console: each shows under the sweep's bar, then goes
     bar = Progress(TextColumn("[bold]budget[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.description}"), console=Console(stderr=True))
+                   TextColumn("{task.description}"), console=stderr_console())
     task = None
 
     def update(done: int, total: int, description: str) -> None:
@@ -43,7 +47,8 @@ def _progress(quiet: bool) -> Iterator:
         bar.update(task, completed=done, total=max(total, 1), description=description)
 
     try:
-        yield update
+        with training_console(bar.console, transient=True):
+            yield update
     finally:
         if task is not None:  # a stopped bar that never started still prints a blank line
             bar.stop()
@@ -77,20 +82,33 @@ def _show(result) -> None:
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     rows = result.data_summary
+    higher = result.higher_is_better
+    direction = "" if higher else ", lower is better"
     if rows:
-        table = Table(title=f"labeled data ({result.metric}, before {result.metric_before:.4f})", title_justify="left")
+        equal = any(r.mean_rel_improvement_equal_labels is not None for r in rows)
+        before = "probe on all items" if equal else "before"
+        table = Table(title=f"labeled data ({result.metric}{direction}, {before} {result.metric_before:.4f})",
+                      title_justify="left")
         absolute = rows[0].absolute
-        for col in ("items", "seeds", "mean", gain_name(absolute), "± std", "ROI / item", "marginal / item", "train s"):
+        name = gain_name(absolute, higher)
+        cols = ["items", "seeds", "mean", f"{name} vs all-items probe" if equal else name, "± std",
+                *(["probe, same items", "vs same-items probe"] if equal else []), "ROI / item", "marginal / item", "train s"]
+        for col in cols:
             table.add_column(col, justify="right")
         for r in rows:
+            eq = r.mean_rel_improvement_equal_labels
+            probe = [f"{r.mean_metric_before_equal_labels:.4f}" if r.mean_metric_before_equal_labels is not None else "–",
+                     gain_text(eq, False) if eq is not None else "–"] if equal else []
             table.add_row(str(r.size), str(r.n), f"{r.mean_metric:.4f}", gain_text(r.mean_rel_improvement, absolute),
-                          gain_text(r.std, absolute, signed=False), f"{r.roi:.3g}", f"{r.marginal_roi:.3g}",
+                          gain_text(r.std, absolute, signed=False), *probe, f"{r.roi:.3g}", f"{r.marginal_roi:.3g}",
                           f"{r.mean_seconds:.1f}")
         console.print(table)
+        if result.knee_stability is not None:
+            console.print(f"[bold]knee stability:[/] {result.knee_stability.text}")
     if result.time_summary:
-        table = Table(title=f"training time ({result.time_summary[0].size} items)", title_justify="left")
+        table = Table(title=f"training time ({result.time_summary[0].size} items{direction})", title_justify="left")
         absolute = result.time_summary[0].absolute
-        for col in ("epoch", "train s", "mean", gain_name(absolute), "ROI / s", "marginal / s", "eval s"):
+        for col in ("epoch", "train s", "mean", gain_name(absolute, higher), "ROI / s", "marginal / s", "eval s"):
             table.add_column(col, justify="right")
         for r in result.time_summary:
             table.add_row(f"{r.epoch:g}", f"{r.mean_seconds:.1f}", f"{r.mean_metric:.4f}",
@@ -114,6 +132,8 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = typer.Argument(None, help="YAML run config (anything `tunewise fit` accepts).", show_default=False),
         sizes: Optional[str] = typer.Option(None, "--sizes", help="Data grid, e.g. 25,50,100 (default: geometric, about 25 to all)."),
         seeds: int = typer.Option(3, "--seeds", help="Repeats per size (mean and spread are reported)."),
+        folds: Optional[int] = typer.Option(None, "--folds", help="k-fold (eval.folds): folds replace seeds, each size trained on a "
+                                            "fold's training side and scored on its held-out side (evaluation-set variance enters the error bars)."),
         time_size: Optional[int] = typer.Option(None, "--time-size", help="Items of the time sweep (default: the largest size)."),
         epochs: Optional[float] = typer.Option(None, "--epochs", help="Length of the time-sweep run (default: 2 x train.epochs)."),
         eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Also evaluate the time sweep every K steps."),
@@ -143,7 +163,7 @@ def register(app: typer.Typer) -> None:
 
         values = {k: v for k, v in {"data.train": train, "model": model, "strategy.name": strategy,
                                     "train.loss": loss, "train.batch_size": batch_size,
-                                    "train.learning_rate": learning_rate, "seed": seed}.items() if v is not None}
+                                    "train.learning_rate": learning_rate, "seed": seed, "eval.folds": folds}.items() if v is not None}
         cfg = load_config(config, overrides, values=values)
         out = output_dir or f"{str(cfg.output_dir).rstrip('/')}-budget"
         _sweep(functools.partial(

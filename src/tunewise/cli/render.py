@@ -20,7 +20,7 @@ def metrics_table(metrics: dict[str, Any], title: str = "before / after") -> Tab
     table.add_column("metric")
     table.add_column("pre-trained", justify="right")
     table.add_column("fine-tuned", justify="right")
-    table.add_column("relative", justify="right")
+    table.add_column("rel. improvement", justify="right")  # positive = better, also for a loss (a fall)
     primary = metrics["primary_metric"]
     uncertainty = metrics.get("uncertainty", {})
     for name, before in metrics["before"].items():

@@ -37,18 +37,20 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, "--model", help="Model folder or hub id."),
         output_dir: str = typer.Option("runs/compare", "--output-dir", "-o", help="Parent folder of the runs and the table."),
         epochs: Optional[float] = typer.Option(None, "--epochs", help="train.epochs (the shared budget)."),
+        folds: Optional[int] = typer.Option(None, "--folds", help="k-fold cross-validation of every strategy on the same folds "
+                                            "(eval.folds): mean ± std per strategy and the pooled interval."),
         demo: bool = typer.Option(False, "--demo", help="Use the demo's packaged Swedish FAQ and MiniLM."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Reuse an existing output folder."),
         overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Dotted override (repeatable)."),
         as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     ) -> None:
         """Run several strategies on the same data and budget; print one table."""
-        from tunewise.compare import DEFAULT_STRATEGIES, vs_best_cell
+        from tunewise.compare import DEFAULT_STRATEGIES, score_cell, vs_best_cell
         from tunewise.compare import compare as run_compare
         from tunewise.config import load_config
         from tunewise.evaluate.uncertainty import describe
 
-        values = {k: v for k, v in {"data.train": train, "model": model, "train.epochs": epochs,
+        values = {k: v for k, v in {"data.train": train, "model": model, "train.epochs": epochs, "eval.folds": folds,
                                     "overwrite": overwrite or None}.items() if v is not None}
         if demo:
             from tunewise.demos import demo_config
@@ -69,7 +71,7 @@ def register(app: typer.Typer) -> None:
                     "vs best"):
             table.add_column(col, justify="left" if col in ("strategy", "vs best") else "right")
         for r in rows:
-            table.add_row(r["strategy"], f"{r['before']:.4f}", f"{r['after']:.4f}",
+            table.add_row(r["strategy"], score_cell(r, "before"), score_cell(r, "after"),
                           describe(r["relative_improvement"], r.get("interval")),
                           f"{r['trainable_params']:,} ({r['trainable_fraction'] * 100:.2f}%)", f"{r['seconds']:.1f}",
                           f"{r['samples_per_second']:.1f}", str(r["peak_mib"]), vs_best_cell(r))

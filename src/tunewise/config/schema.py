@@ -81,7 +81,14 @@ class TrainConfig:
     max_seq_length: int | None = field(default=None, metadata={"help": "Truncate texts to this many tokens (model default if empty)."})
     precision: str = field(default="auto", metadata={"help": "auto, fp32, fp16 or bf16 (mixed precision needs a GPU)."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
-    early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many evaluations without gain; restores the best."})
+    early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many evaluations without gain on a validation "
+        "share of the training data (data.validation_fraction) scored with "
+        "train.early_stopping_metric; restores the best checkpoint. Every task and strategy."})
+    early_stopping_metric: str | None = field(default=None, metadata={"help": "The validation metric early stopping watches; empty = "
+        "eval.primary. causal-lm also takes eval_loss or perplexity (held-out loss: no generation, cheap)."})
+    checkpoint_every: str | bool = field(default="epoch", metadata={"help": "fit: save a resumable checkpoint (weights, optimizer, scheduler, RNG) "
+        "every epoch, every N steps (a number), every N minutes ('10min') or never ('off'); `tunewise fit --resume` continues from the last one."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "fit: keep the newest this many checkpoints (early stopping also keeps the best)."})
     mini_batch_size: int = field(default=16, metadata={"help": "cached_mnrl: examples per forward chunk."})
     margin: float = field(default=5.0, metadata={"help": "triplet: distance margin."})
     negatives_per_pair: int = field(default=1, metadata={"help": "cosent/contrastive without scores: sampled negatives per pair."})
@@ -89,8 +96,13 @@ class TrainConfig:
     check_memory: bool = field(default=True, metadata={"help": "Stop before training when the memory estimate exceeds what is free."})
     cpu_allocator: str = field(default="auto", metadata={"help": "CPU only: trim (return freed memory to the OS: ~16% lower peak, ~20% slower), "
         "default, or auto (trim when the estimate is over half the free memory)."})
+    report_to: list[str] | str = field(default_factory=list, metadata={"help": "Experiment trackers the Trainer and tunewise log to: "
+        "mlflow, tensorboard, wandb (or another transformers report_to name); empty = none."})
 
     def __post_init__(self) -> None:
+        from tunewise.tracking import check_report_to
+
+        self.report_to = check_report_to(self.report_to)
         for name in ("epochs", "learning_rate"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise TunewiseError(f"train.{name}: must be positive, got {getattr(self, name)}")
@@ -109,6 +121,15 @@ class TrainConfig:
             raise TunewiseError(f"train.max_seq_length: must be at least 2, got {self.max_seq_length}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise TunewiseError(f"train.early_stopping_patience: must be at least 1, got {self.early_stopping_patience}")
+        if self.keep_checkpoints < 1 or isinstance(self.keep_checkpoints, bool):
+            raise TunewiseError(f"train.keep_checkpoints: must be at least 1, got {self.keep_checkpoints}")
+        from tunewise.checkpoints import parse_every
+
+        every = parse_every(self.checkpoint_every)
+        self.checkpoint_every = every.text
+        if every.unit == "minutes" and self.early_stopping_patience is not None:
+            raise TunewiseError("train.checkpoint_every: with early stopping, checkpoints follow the validation evaluations; "
+                                "use epoch or a number of steps, not minutes")
 
 
 @dataclass
@@ -127,8 +148,17 @@ class EvalConfig:
         "(between 0 and 1)."})
     resamples: int = field(default=2000, metadata={"help": "Bootstrap resamples of those intervals, and permutations of the paired "
         "significance test (at least 100)."})
+    folds: int | None = field(default=None, metadata={"help": "k-fold cross-validation (--folds): every item is held out once, in K "
+        "groups that keep a query and its answers, or an item, on one side (classes stratified); each fold trains from the pre-trained "
+        "model. Empty: one held-out split."})
+    final_fit: bool = field(default=False, metadata={"help": "With folds (--final-fit): also train on all the data and save that model "
+        "(not evaluated on held-out data; the folds estimate how well the recipe does)."})
 
     def __post_init__(self) -> None:
+        if self.folds is not None and (isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2):
+            raise TunewiseError(f"eval.folds (--folds): must be a whole number of at least 2, e.g. 5; got {self.folds!r}")
+        if self.final_fit and self.folds is None:
+            raise TunewiseError("eval.final_fit (--final-fit): only with eval.folds (--folds K); a run without folds saves its model anyway")
         if not self.k:
             raise TunewiseError("eval.k: give at least one cut-off, e.g. [1, 10, 20]")
         for k in self.k:

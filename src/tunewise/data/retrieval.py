@@ -96,10 +96,10 @@ def column_map(cfg: DataConfig) -> dict[str, str]:
 
 def load_items(cfg: DataConfig) -> list[tuple[str, ...]]:
     """Read the training file as tuples: (query, positive), (q, pos, neg) or (text, label)."""
-    return _load_items(cfg)[0]
+    return read_items(cfg)[0]
 
 
-def _load_items(cfg: DataConfig) -> tuple[list[tuple[str, ...]], int]:
+def read_items(cfg: DataConfig) -> tuple[list[tuple[str, ...]], int]:
     """The training tuples and how many rows were skipped for a missing label (``data.on_missing_label: skip``)."""
     if cfg.kind not in KINDS:
         raise TunewiseError(f"data.kind: unknown '{cfg.kind}'{did_you_mean(cfg.kind, KINDS)}; use pairs, triplets or labeled")
@@ -239,7 +239,7 @@ def _held_out_count(n: int, cfg: DataConfig) -> int:
     return max(1, count)
 
 
-def _pairs_from_labels(items: list[tuple[str, ...]], rng: random.Random) -> list[dict[str, str]]:
+def pairs_from_labels(items: list[tuple[str, ...]], rng: random.Random) -> list[dict[str, str]]:
     by_label: dict[str, list[str]] = defaultdict(list)
     for text, label in items:
         by_label[label].append(text)
@@ -253,7 +253,7 @@ def _pairs_from_labels(items: list[tuple[str, ...]], rng: random.Random) -> list
     return rows
 
 
-def _split_labeled(items, cfg: DataConfig, seed: int, eval_ds: IRDataset | None):
+def split_labeled_items(items, cfg: DataConfig, seed: int, eval_ds: IRDataset | None):
     rng = random.Random(seed)
     order = list(range(len(items)))
     rng.shuffle(order)
@@ -273,7 +273,7 @@ def _split_labeled(items, cfg: DataConfig, seed: int, eval_ds: IRDataset | None)
     return train_items, eval_ds
 
 
-def _split_pairs(items, cfg: DataConfig, seed: int, eval_ds: IRDataset | None):
+def split_pair_items(items, cfg: DataConfig, seed: int, eval_ds: IRDataset | None):
     """Hold out distinct queries; the corpus is every distinct positive (and negative)."""
     if eval_ds is not None:
         return list(items), eval_ds
@@ -313,9 +313,9 @@ def prepare_retrieval_data(cfg: DataConfig, seed: int, *, need_validation: bool 
     Raises:
         TunewiseError: unreadable data, missing columns, fewer than two training items.
     """
-    items, skipped_labels = _load_items(cfg)
+    items, skipped_labels = read_items(cfg)
     eval_ds, eval_dropped = load_eval_files(cfg) if cfg.eval_queries else (None, None)
-    split = _split_labeled if cfg.kind == "labeled" else _split_pairs
+    split = split_labeled_items if cfg.kind == "labeled" else split_pair_items
     train_items, eval_ds = split(items, cfg, seed, eval_ds)
     if eval_dropped is None:  # split from the training data: held-out items nothing matches are left out
         eval_dropped = {**dict.fromkeys(EVAL_DROPPED_KEYS, 0), "queries_without_qrels": eval_ds.unscorable_queries}
@@ -330,12 +330,12 @@ def prepare_retrieval_data(cfg: DataConfig, seed: int, *, need_validation: bool 
 
     validation = None
     if need_validation:
-        train_items, validation = _split_pairs(train_items, _val_cfg(cfg), seed + 1, None) if cfg.kind != "labeled" \
-            else _split_labeled(train_items, _val_cfg(cfg), seed + 1, None)
+        train_items, validation = split_pair_items(train_items, validation_config(cfg), seed + 1, None) if cfg.kind != "labeled" \
+            else split_labeled_items(train_items, validation_config(cfg), seed + 1, None)
 
     rng = random.Random(seed)
     if cfg.kind == "labeled":
-        rows = _pairs_from_labels(train_items, rng)
+        rows = pairs_from_labels(train_items, rng)
     else:
         names = ["anchor", "positive", "negative"]
         rows = [dict(zip(names, item)) for item in train_items]
@@ -362,6 +362,6 @@ def prepare_retrieval_data(cfg: DataConfig, seed: int, *, need_validation: bool 
     return RetrievalData(rows, eval_ds, validation, report)
 
 
-def _val_cfg(cfg: DataConfig) -> DataConfig:
+def validation_config(cfg: DataConfig) -> DataConfig:
     return DataConfig(train=cfg.train, kind=cfg.kind, eval_fraction=cfg.validation_fraction,
                       on_missing_label=cfg.on_missing_label, on_invalid_eval=cfg.on_invalid_eval)

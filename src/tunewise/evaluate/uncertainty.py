@@ -140,6 +140,28 @@ def _block(before: np.ndarray, after: np.ndarray, statistic: Statistic | None, c
     return out
 
 
+def as_improvement(interval: dict[str, Any], higher_is_better: bool) -> dict[str, Any]:
+    """The interval of the improvement: unchanged for a higher-is-better metric; for a lower-is-better
+    one (WER, a loss) every gain is negated and its bounds swapped, so that a fall is positive.
+
+    The absolute part becomes ``before - after`` and the relative one ``1 - after / before``, the
+    same convention as :func:`tunewise.budget.roi.relative_improvement`; the bootstrap's BCa
+    bounds are exact under the negation, and the two-sided p-value does not change.
+    """
+    if higher_is_better:
+        return interval
+    out = dict(interval)
+
+    def neg(value: float | None) -> float | None:
+        return None if value is None else -value
+
+    out["difference"], out["relative"] = neg(interval["difference"]), neg(interval["relative"])
+    out["abs_low"], out["abs_high"] = neg(interval["abs_high"]), neg(interval["abs_low"])
+    out["rel_low"], out["rel_high"] = neg(interval["rel_high"]), neg(interval["rel_low"])
+    out["higher_is_better"] = False
+    return out
+
+
 def paired_interval(before_items: Sequence[float] | np.ndarray, after_items: Sequence[float] | np.ndarray, *,
                     statistic: Statistic | None = None, confidence: float = 0.95,
                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
@@ -171,7 +193,8 @@ def paired_interval(before_items: Sequence[float] | np.ndarray, after_items: Seq
 
 def metric_intervals(before: Mapping[str, Sequence[float]], after: Mapping[str, Sequence[float]], *,
                      statistics: Mapping[str, Statistic] | None = None, confidence: float = 0.95,
-                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, dict[str, Any]]:
+                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                     directions: Mapping[str, bool] | None = None) -> dict[str, dict[str, Any]]:
     """:func:`paired_interval` for every metric with per-item scores on both sides.
 
     Metrics that are means over the same number of items are resampled together (the same
@@ -182,6 +205,8 @@ def metric_intervals(before: Mapping[str, Sequence[float]], after: Mapping[str, 
         before: metric -> per-item scores of the pre-trained model.
         after: metric -> the same items scored by the fine-tuned model.
         statistics: metric -> its statistic where it is not the mean.
+        directions: metric -> whether higher is better (default True); a lower-is-better
+            metric's interval is of its improvement (:func:`as_improvement`).
 
     Returns:
         metric -> the interval dict, in the order of ``before``; a metric whose items are
@@ -204,7 +229,8 @@ def metric_intervals(before: Mapping[str, Sequence[float]], after: Mapping[str, 
         b = np.asarray([before[name] for name in names], dtype=float)
         a = np.asarray([after[name] for name in names], dtype=float)
         results.update(zip(names, _block(b, a, None, confidence, resamples, seed)))
-    return {name: results[name] for name in before if name in results}
+    directions = directions or {}
+    return {name: as_improvement(results[name], directions.get(name, True)) for name in before if name in results}
 
 
 @runtime_checkable
@@ -220,13 +246,15 @@ class HasItems(Protocol):
 
 
 def gain_intervals(before: Any, after: Any, *, confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
-                   seed: int = 0) -> dict[str, dict[str, Any]]:
+                   seed: int = 0, directions: Mapping[str, bool] | None = None) -> dict[str, dict[str, Any]]:
     """Paired intervals of every metric's gain between two evaluation results of the same items.
 
     Args:
         before: the pre-trained model's result; without per-item scores (:class:`HasItems`)
             there is nothing to resample and the answer is empty.
         after: the fine-tuned model's result on the same items.
+        directions: metric -> whether higher is better (default True): the intervals are of
+            the improvement, so a fall in a lower-is-better metric is a positive gain.
 
     Returns:
         metric -> :func:`paired_interval`'s dict, for the metrics with items on both sides.
@@ -240,7 +268,7 @@ def gain_intervals(before: Any, after: Any, *, confidence: float = 0.95, resampl
         if name in a_coded and name not in b_items:
             b_items[name], a_items[name], statistics[name] = codes, a_coded[name][0], statistic
     return metric_intervals(b_items, a_items, statistics=statistics, confidence=confidence,
-                            resamples=resamples, seed=seed)
+                            resamples=resamples, seed=seed, directions=directions)
 
 
 def classification_statistic(metric: str, n_classes: int) -> Statistic:
@@ -309,7 +337,8 @@ def p_value_line(metric: str, interval: Mapping[str, Any] | None) -> str | None:
     level = f"{interval['confidence'] * 100:g}%"
     p = interval["p_value"]
     p_text = f"p = {p:.3g}" if p >= 1e-3 else "p < 0.001"
-    gain = f"{interval['difference']:+.4f}"
+    word = "gain" if interval.get("higher_is_better", True) else "reduction (lower is better)"
+    gain = f"{word} {interval['difference']:+.4f}"
     bounds = ("" if interval.get("abs_low") is None
               else f" ({level} CI {interval['abs_low']:+.4f} to {interval['abs_high']:+.4f})")
-    return (f"{metric}: gain {gain}{bounds} over {interval['n']} paired items; paired permutation test {p_text}")
+    return (f"{metric}: {gain}{bounds} over {interval['n']} paired items; paired permutation test {p_text}")

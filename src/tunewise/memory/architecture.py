@@ -13,6 +13,9 @@ Supported families (what tunewise fine-tunes):
 * ``vit``: vision transformers (ViT, DeiT, ...), tokens = (image/patch)^2 + 1.
 * ``clip``: a text tower and a vision tower, each an encoder.
 * ``cnn``: ResNet-like convolutional networks (stage widths and depths).
+* ``audio-seq2seq``: Whisper-like speech models: an encoder tower over log-mel frames
+  (``max_source_positions`` positions after the stride-2 convolution stem) and a decoder tower
+  over transcript tokens with cross-attention (estimated by :mod:`tunewise.memory.speech`).
 
 Anything else can be described with explicit overrides (``hidden=..., n_layers=...``).
 """
@@ -27,7 +30,7 @@ from typing import Any
 
 from tunewise.errors import TunewiseError, did_you_mean
 
-FAMILIES = ("encoder", "decoder", "vit", "clip", "cnn")
+FAMILIES = ("encoder", "decoder", "vit", "clip", "cnn", "audio-seq2seq")
 # model_type values whose decoder block is Llama-like: RMSNorm, SwiGLU MLP, RoPE, no dropout.
 LLAMA_LIKE = {
     "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
@@ -99,7 +102,10 @@ class ArchSpec:
         stage_channels: CNN output channels per stage.
         stage_depths: CNN blocks per stage.
         bottleneck: CNN blocks are bottlenecks (ResNet-50+) rather than basic blocks.
-        towers: CLIP's (text, vision) sub-specs.
+        towers: CLIP's (text, vision) sub-specs; audio-seq2seq's (encoder, decoder).
+        audio_frames: audio-seq2seq: log-mel frames per clip (Whisper: 3000, 30 s); the encoder
+            sees half as many positions after its stride-2 convolution.
+        mel_bins: audio-seq2seq: log-mel channels (80, or 128 for large-v3).
         projection_dim: CLIP's shared embedding width (each tower projects into it).
         traced: a network without a config, counted on one forward pass
             (:mod:`tunewise.memory.traced`): its saved activations per block.
@@ -131,6 +137,8 @@ class ArchSpec:
     towers: tuple[ArchSpec, ...] = field(default=(), compare=False)
     projection_dim: int = 0
     traced: TracedActivations | None = field(default=None, compare=False)
+    audio_frames: int = 0
+    mel_bins: int = 0
     model_type: str = ""
     source: str = ""
 
@@ -200,6 +208,8 @@ class ArchSpec:
         """Total parameters from the closed-form counts above (as ``AutoModel`` builds them)."""
         if self.traced is not None:
             return self.traced.params
+        if self.family == "audio-seq2seq":  # the towers (the decoder's output projection is tied)
+            return sum(t.n_params or 0 for t in self.towers)
         if self.family == "clip":  # the towers, their projections and the logit scale
             projections = self.projection_dim * sum(t.hidden for t in self.towers)
             return sum(t.n_params or 0 for t in self.towers) + projections + (1 if self.projection_dim else 0)
@@ -231,6 +241,8 @@ def _family(config: Any, model_type: str) -> str:
     get = (lambda k: config.get(k)) if isinstance(config, dict) else (lambda k: getattr(config, k, None))
     if get("text_config") is not None and get("vision_config") is not None:
         return "clip"
+    if model_type == "whisper" or (get("encoder_layers") and get("decoder_layers") and get("num_mel_bins")):
+        return "audio-seq2seq"
     if get("hidden_sizes") is not None and get("depths") is not None:
         return "cnn"
     if get("patch_size") is not None and get("image_size") is not None:
@@ -262,6 +274,8 @@ def spec_from_config(config: Any, source: str = "", **overrides: Any) -> ArchSpe
         )
         return ArchSpec(family="clip", n_layers=0, hidden=0, heads=0, towers=towers, projection_dim=int(get("projection_dim") or 512),
                         n_params=overrides.get("n_params"), image_size=towers[1].image_size, model_type=model_type, source=source)
+    if family == "audio-seq2seq" and "hidden" not in overrides:
+        return _audio_seq2seq_spec(get, model_type, source, overrides.get("n_params"))
     values: dict[str, Any] = {k: _get(config, k) for k in _ALIASES}
     if family == "cnn":
         values["stage_channels"] = tuple(get("hidden_sizes") or ())
@@ -300,6 +314,42 @@ def spec_from_config(config: Any, source: str = "", **overrides: Any) -> ArchSpe
     fields = {f.name for f in dataclasses.fields(ArchSpec)}
     kwargs = {k: v for k, v in values.items() if k in fields and v is not None}
     return ArchSpec(family=family, model_type=model_type, source=source, **kwargs)
+
+
+def _audio_seq2seq_spec(get: Any, model_type: str, source: str, n_params: int | None) -> ArchSpec:
+    """Whisper-like config -> an ``audio-seq2seq`` spec with (encoder, decoder) towers.
+
+    Parameters per tower: the encoder's two convolutions (mel bins -> h, kernel 3; h -> h),
+    its (sinusoidal, stored) positions and final norm; the decoder's token and position
+    embeddings, cross-attention (q, k, v, o and a norm per layer) and final norm.
+    """
+    h = get("d_model")
+    needed = {"d_model": h, "encoder_layers": get("encoder_layers"), "decoder_layers": get("decoder_layers"),
+              "vocab_size": get("vocab_size")}
+    missing = [k for k, v in needed.items() if not v]
+    if missing:
+        raise TunewiseError(f"model: cannot read the speech architecture of {source or 'the model'}: missing {', '.join(missing)} "
+                            "in its config")
+    mels, positions = int(get("num_mel_bins") or 80), int(get("max_source_positions") or 1500)
+    dropout = float(get("dropout") or 0.0)
+    attn_dropout = float(get("attention_dropout") or 0.0)
+    common = dict(hidden=h, mlp_activation=str(get("activation_function") or "gelu"), hidden_dropout=dropout,
+                  attention_dropout=attn_dropout, norm="layernorm")
+    enc = ArchSpec(family="encoder", n_layers=int(get("encoder_layers")), heads=int(get("encoder_attention_heads")),
+                   intermediate=int(get("encoder_ffn_dim")), vocab=0, max_positions=positions, source=f"{source}:encoder", **common)
+    # (Whisper's k projections have no bias: one h fewer per layer than a BERT block)
+    enc_params = enc.n_layers * (enc.layer_params() - h) + (mels * 3 * h + h) + (h * 3 * h + h) + positions * h + 2 * h
+    enc = dataclasses.replace(enc, n_params=enc_params)
+    dec = ArchSpec(family="decoder", n_layers=int(get("decoder_layers")), heads=int(get("decoder_attention_heads")),
+                   intermediate=int(get("decoder_ffn_dim")), vocab=int(get("vocab_size")), tie_embeddings=True,
+                   max_positions=int(get("max_target_positions") or 448), source=f"{source}:decoder", **common)
+    # decoder attention has biases on q, v, o (the +4h below); cross-attention: 4 h^2 + 3h biases + a norm (2h)
+    cross = 4 * h * h + 3 * h + 2 * h
+    dec_params = dec.n_layers * (dec.layer_params() + 3 * h + cross) + dec.vocab * h + dec.max_positions * h + 2 * h
+    dec = dataclasses.replace(dec, n_params=dec_params)
+    return ArchSpec(family="audio-seq2seq", n_layers=enc.n_layers + dec.n_layers, hidden=h, heads=dec.heads,
+                    intermediate=dec.intermediate, vocab=dec.vocab, towers=(enc, dec), audio_frames=2 * positions, mel_bins=mels,
+                    max_positions=dec.max_positions, tie_embeddings=True, n_params=n_params, model_type=model_type, source=source)
 
 
 def count_params_meta(config: Any, family: str) -> int | None:

@@ -191,6 +191,14 @@ def estimate(
     Raises:
         TunewiseError: an unknown choice, an impossible value, or a model the step cannot train.
     """
+    from tunewise.memory.steps import own_estimator, step_model
+
+    own = own_estimator(step_model(step))
+    if own is not None:  # a step with its own closed form (speech: two stacks, cross-attention, conv stem)
+        return own(spec, strategy=strategy, precision=precision, optimizer=optimizer, batch_size=batch_size,
+                   seq_len=seq_len, gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank,
+                   lora_targets=lora_targets, lora_dropout=lora_dropout, trainable_layers=trainable_layers,
+                   device=device, overhead_bytes=overhead_bytes)
     step_def, strategy, precision, lora_targets = _validate(
         spec, step, strategy, precision, optimizer, batch_size, seq_len, lora_rank, num_labels, image_size, overhead_bytes,
         lora_targets, lora_dropout)

@@ -12,13 +12,16 @@ these step models, never a task's name.
 | ``lm`` | 1 sequence | the vocabulary: log-softmax over V (or TRL's fused tiles) | decoder |
 | ``image`` | 1 image | a new head (``num_labels`` outputs; a search projection counts as one) | vit, cnn |
 | ``image-text`` | 1 image and 1 caption, each through its tower | the towers' projections | clip |
+| ``speech`` | 1 clip: log-mel frames (encoder), transcript tokens (decoder) | the vocabulary (tied projection) | audio-seq2seq |
 
 ``contrastive`` and ``image-text`` train against in-batch negatives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tunewise.errors import TunewiseError, did_you_mean
 
@@ -53,13 +56,15 @@ STEP_MODELS: dict[str, StepModel] = {
         StepModel("lm", ("decoder",), 1, "vocabulary", ""),
         StepModel("image", ("vit", "cnn"), 1, "classes", ""),
         StepModel("image-text", ("clip",), 1, "projections", "token"),
+        # encoder-decoder speech models (Whisper): estimated by tunewise.memory.speech
+        StepModel("speech", ("audio-seq2seq",), 1, "vocabulary", ""),
     )
 }
 STEPS = tuple(STEP_MODELS)
 # What a family is, in the words of a one-line error.
 FAMILY_KIND = {
     "encoder": "a text model", "decoder": "a text model", "vit": "an image model", "cnn": "an image model",
-    "clip": "an image-text model",
+    "clip": "an image-text model", "audio-seq2seq": "a speech model",
 }
 
 
@@ -80,6 +85,20 @@ def needs(step: StepModel) -> str:
     return f"{' or '.join(kinds)} ({' or '.join(step.families)})"
 
 
+def own_estimator(step: StepModel) -> Callable[..., Any] | None:
+    """The closed form of a step that the generic estimator does not count (``speech``: two stacks,
+    cross-attention and a convolution stem; :func:`tunewise.memory.speech.estimate_speech`), else None.
+
+    It takes the architecture and :func:`tunewise.memory.estimate.estimate`'s keyword arguments
+    and returns a :class:`~tunewise.memory.estimate.MemoryEstimate`.
+    """
+    if step.name == "speech":
+        from tunewise.memory.speech import estimate_speech  # at call time: it imports the generic estimator
+
+        return estimate_speech
+    return None
+
+
 def check_family(step: StepModel, family: str, source: str, *, needed_by: str = "", fitting: tuple[str, ...] = ()) -> None:
     """Raise when a ``family`` model cannot train with ``step`` (an image step on a text model ...).
 
@@ -88,6 +107,9 @@ def check_family(step: StepModel, family: str, source: str, *, needed_by: str = 
         needed_by: who needs the step, for the message (default: "the <step> step").
         fitting: what would train this model instead (task names), for the message.
     """
+    if family in step.families and own_estimator(step) is not None:
+        raise TunewiseError(f"step {step.name}: estimated by its own closed form ({own_estimator(step).__module__}), "
+                            "not by the generic estimator")
     if family not in step.families:
         raise TunewiseError(f"model: {source or 'the model'} is {FAMILY_KIND[family]} ({family}); "
                             f"{needed_by or f'the {step.name} step'} needs {needs(step)}"

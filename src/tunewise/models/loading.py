@@ -22,6 +22,7 @@ Every refusal is one :class:`~tunewise.errors.TunewiseError` line naming the fol
 | :func:`load_pretrained_model` | ``AutoModel*`` and model classes (weights) |
 | :func:`load_sentence_transformer` | ``SentenceTransformer`` |
 | :func:`load_adapter` | ``PeftModel.from_pretrained`` (a LoRA adapter folder) |
+| :func:`load_whisper` | ``WhisperForConditionalGeneration`` and its ``WhisperProcessor`` |
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ CLASS_KEYS = {"tokenizer_config.json": ("tokenizer_class",),
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Pickles a Trainer checkpoint keeps beside its weights; from_pretrained never reads them.
 NOT_WEIGHTS = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
-MODALITY_WORDS = {"text": "a text model", "image": "an image model", "image-text": "an image-text (CLIP-like) model"}
+MODALITY_WORDS = {"text": "a text model", "image": "an image model", "image-text": "an image-text (CLIP-like) model",
+                  "audio": "a speech model"}
 
 
 def resolve_model(name: str | None) -> str:
@@ -327,6 +329,8 @@ def model_modality(config: Mapping[str, Any]) -> str | None:
     from transformers.models.auto import modeling_auto as auto
 
     kind = config.get("model_type")
+    if kind in auto.MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES or kind in auto.MODEL_FOR_CTC_MAPPING_NAMES:
+        return "audio"
     if ("text_config" in config and "vision_config" in config) or kind in auto.MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES:
         return "image-text"
     if kind in auto.MODEL_FOR_IMAGE_MAPPING_NAMES or kind in auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
@@ -374,3 +378,32 @@ def check_modality(source: str | None, needs: str, *, task: str = "", accepts: I
     plural = MODALITY_WORDS[found].split(" ", 1)[1].replace("model", "models")
     raise TunewiseError(f"model: {source} is {MODALITY_WORDS[found]} ({kind}){wanted}; "
                         f"{plural} fit task{'s' if len(fits) > 1 else ''} {', '.join(fits) or 'none'}")
+
+
+def load_whisper(source: str, *, weights: bool = True) -> tuple[Any, Any]:
+    """A Whisper checkpoint (local folder or hub id) as ``(WhisperForConditionalGeneration, WhisperProcessor)``, fp32.
+
+    Args:
+        source: a resolved folder or hub id (:func:`tunewise.models.whisper.resolve_whisper`).
+        weights: False loads the processor only (the model is None).
+
+    Raises:
+        TunewiseError: custom code, pickle-only weights, a model of another kind (a text
+            encoder, an image model), or a folder/hub id that cannot be loaded.
+    """
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
+
+    check_modality(source, "audio", task="speech-recognition", fetch=True)
+    config = model_config(source, fetch=True)
+    if config is not None and config.get("model_type") != "whisper":
+        kind = config.get("model_type", "unknown type")
+        hint = " (a speech model, but not Whisper)" if kind in MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES else ""
+        raise TunewiseError(f"model: {source} is a {kind} model{hint}; task speech-recognition fine-tunes Whisper checkpoints")
+    with load_errors(source, " as a Whisper processor"):
+        processor = load_pretrained(WhisperProcessor, source)
+    if not weights:
+        return None, processor
+    with load_errors(source, " as a Whisper model"):
+        model = load_pretrained_model(WhisperForConditionalGeneration, source, dtype=torch.float32)
+    return model, processor

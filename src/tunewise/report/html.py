@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tunewise.budget.advice import Recommendation
     from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult
     from tunewise.budget.roi import SizeSummary
+    from tunewise.budget.stability import KneeStability
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222;
@@ -35,7 +36,8 @@ figcaption { font-size: 0.8rem; color: #555; }
 """
 
 # {Gain}/{gain}: "Relative improvement"/"relative improvement", or "Absolute gain"/"gain" when
-# the pre-trained model scored 0 (see tunewise.budget.roi.improvement).
+# the pre-trained model scored 0 (see tunewise.budget.roi.improvement); "reduction" for a
+# lower-is-better metric (a loss, an error rate), whose fall is the improvement.
 CAPTIONS = {
     "improvement_vs_items": "{Gain} over the pre-trained model against labeled "
     "items (band: ± 1 std over seeds).",
@@ -46,6 +48,9 @@ CAPTIONS = {
     "roi_vs_seconds": "Time ROI ({gain} per training second) and marginal ROI.",
     "forecast": "Learning-curve forecast with its bootstrap interval and the observed means.",
 }
+EQUAL_LABELS_CAPTION = (" Blue: against the frozen-feature probe fitted on all training items (do labels beat "
+                        "features?). Orange, dashed: against the probe fitted on the same labeled items (is "
+                        "fine-tuning worth it at this budget?).")
 
 
 def image_data_uri(path: str | os.PathLike[str]) -> str:
@@ -78,19 +83,27 @@ def _summary_table(rows: Sequence[SizeSummary], kind: str) -> str:
 
     unit = "item" if kind == "data" else "s"
     absolute = bool(rows) and rows[0].absolute
-    header = (["items"] if kind == "data" else ["epoch", "items"]) + [
-        "seeds", "mean metric", gain_name(absolute), "± std", f"ROI / {unit}",
-        f"marginal ROI / {unit}", "train s", "eval s",
-    ]
+    higher = not rows or rows[0].higher_is_better
+    equal = any(r.mean_rel_improvement_equal_labels is not None for r in rows)
+    name = gain_name(absolute, higher)
+    lead_cols = ["items"] if kind == "data" else ["epoch", "items"]
+    header = lead_cols + ["seeds", "mean metric", f"{name} vs all-items probe" if equal else name, "± std"]
+    if equal:
+        header += ["probe, same items", f"{name} vs same-items probe"]
+    header += [f"ROI / {unit}", f"marginal ROI / {unit}", "train s", "eval s"]
     body = []
     for r in rows:
         lead = [str(r.size)] if kind == "data" else [f"{r.epoch:g}", str(r.size)]
-        body.append(lead + [
-            str(r.n), _num(r.mean_metric, ".4f"), gain_text(r.mean_rel_improvement, absolute, digits=2),
-            gain_text(r.std, absolute, digits=2, signed=False), _num(r.roi, ".3g"), _num(r.marginal_roi, ".3g"),
-            _num(r.mean_seconds, ".1f"), _num(r.mean_eval_seconds, ".1f"),
-        ])
-    return _table(header, body, neg_cols=[len(header) - 3])
+        row = lead + [str(r.n), _num(r.mean_metric, ".4f"), gain_text(r.mean_rel_improvement, absolute, digits=2),
+                      gain_text(r.std, absolute, digits=2, signed=False)]
+        if equal:
+            eq = r.mean_rel_improvement_equal_labels
+            row += [_num(r.mean_metric_before_equal_labels, ".4f"), "–" if eq is None else gain_text(eq, False, digits=2)]
+        row += [_num(r.roi, ".3g"), _num(r.marginal_roi, ".3g"), _num(r.mean_seconds, ".1f"),
+                _num(r.mean_eval_seconds, ".1f")]
+        body.append(row)
+    gains = [len(lead_cols) + 2] + ([len(lead_cols) + 5] if equal else [])
+    return _table(header, body, neg_cols=[*gains, len(header) - 3])
 
 
 def _forecast_section(res: ForecastResult, validation, target) -> str:
@@ -108,6 +121,10 @@ def _forecast_section(res: ForecastResult, validation, target) -> str:
         _table(["items", "forecast", f"{100 * res.level:.0f}% low", "high", "note"], rows),
     ]
     parts += [f'<p class="warn">{_e(w)}</p>' for w in res.warnings]
+    if len(res.sizes) and res.sizes[-1] > res.observed_sizes[-1]:
+        # how far the user can trust it: the calibration backtest at the farthest horizon shown
+        parts.append(f"<p>How far to trust it: {_e(res.trust(int(res.sizes[-1])).text)} The interval is calibrated "
+                     "on a backtest of measured learning curves (benchmarks/results/forecast_calibration.md).</p>")
     if validation is not None:
         cls = "rec" if validation.inside else "warn"
         parts.append(f'<h3>Forecast validation</h3><p class="{cls}">{_e(validation.text)}</p>')
@@ -127,6 +144,7 @@ def render_html(
     validation: ValidationResult | None = None,
     target: TargetEstimate | None = None,
     notes: Sequence[str] = (),
+    knee_stability: KneeStability | None = None,
 ) -> str:
     """The report as one HTML string (all text escaped, images inlined).
 
@@ -138,6 +156,7 @@ def render_html(
             captions); each is embedded as a ``data:`` URI.
         forecast, validation, target: learning-curve results, when a forecast was made.
         notes: extra lines (config summary, machine), shown at the end.
+        knee_stability: the data knee over resampled seeds, shown under the data table.
     """
     images = dict(images or {})
     body = [f"<h1>{_e(title)}</h1>"]
@@ -146,14 +165,19 @@ def render_html(
         body.append(f'<h2>Recommendation</h2><p class="rec">{_e(text)}</p>')
 
     rows = list(data_summary or []) + list(time_summary or [])
+    from tunewise.budget.advice import improvement_words
+
     absolute = bool(rows) and rows[0].absolute  # the pre-trained model scored 0: gains, not ratios
-    words = {"Gain": "Absolute gain", "gain": "gain"} if absolute else {"Gain": "Relative improvement",
-                                                                      "gain": "relative improvement"}
+    gain = improvement_words(absolute, not rows or rows[0].higher_is_better)
+    words = {"Gain": {"gain": "Absolute gain", "reduction": "Absolute reduction"}.get(gain, gain.capitalize()), "gain": gain}
+    equal = any(r.mean_rel_improvement_equal_labels is not None for r in rows)
 
     def figures(*names: str) -> None:
         for name in names:
             if name in images:
                 caption = CAPTIONS[name].format(**words) if name in CAPTIONS else name
+                if equal and name == "improvement_vs_items":
+                    caption += EQUAL_LABELS_CAPTION
                 body.append(
                     f'<figure><img src="{image_data_uri(images.pop(name))}" alt="{_e(name)}">'
                     f"<figcaption>{_e(caption)}</figcaption></figure>"
@@ -163,6 +187,9 @@ def render_html(
         body.append("<h2>Labeled data</h2>")
         figures("improvement_vs_items", "roi_vs_items")
         body.append(_summary_table(data_summary, "data"))
+        if knee_stability is not None:
+            cls = "rec" if knee_stability.measurable else "warn"
+            body.append(f'<p class="{cls}">Knee stability: {_e(knee_stability.text)}.</p>')
     if time_summary:
         body.append("<h2>Training time</h2>")
         figures("improvement_vs_seconds", "roi_vs_seconds")
@@ -202,6 +229,7 @@ def write_report(
     drop: float = 0.70,
     title: str = "tunewise budget report",
     notes: Sequence[str] = (),
+    knee_stability: KneeStability | None = None,
 ) -> Path:
     """Draw every plot into ``out_dir/plots`` and write ``out_dir/report.html``.
 
@@ -212,8 +240,8 @@ def write_report(
 
     out = Path(out_dir)
     images = plot_all(out / "plots", data_summary, time_summary, forecast, validation, target,
-                      metric_name=metric_name, drop=drop)
+                      metric_name=metric_name, drop=drop, knee_stability=knee_stability)
     text = render_html(title=title, recommendation=recommendation, data_summary=data_summary,
                        time_summary=time_summary, images=images, forecast=forecast,
-                       validation=validation, target=target, notes=notes)
+                       validation=validation, target=target, notes=notes, knee_stability=knee_stability)
     return write_html(out / "report.html", text)

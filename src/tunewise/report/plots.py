@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tunewise.budget.forecast import ForecastResult, TargetEstimate, ValidationResult
     from tunewise.budget.roi import SizeSummary
+    from tunewise.budget.stability import KneeStability
 
 DPI = 110
 SIZE = (6.4, 4.0)
@@ -51,17 +52,36 @@ def _scale(rows: Sequence[SizeSummary]) -> float:
     return 1.0 if rows and rows[0].absolute else 100.0
 
 
+def _words(rows: Sequence[SizeSummary]) -> str:
+    """The improvement's name: "relative improvement", or "relative reduction" for a loss or error rate."""
+    from tunewise.budget.advice import improvement_words
+
+    return improvement_words(bool(rows) and rows[0].absolute, not rows or rows[0].higher_is_better)
+
+
 def _improvement(rows: Sequence[SizeSummary], x: list[float], ax: Any) -> None:
     k = _scale(rows)
     mean = [k * r.mean_rel_improvement for r in rows]
     spread = [k * r.std for r in rows]
     repeated = any(r.n > 1 for r in rows)  # one seed: no spread to show or to name in the legend
-    ax.plot(x, mean, marker="o", color="tab:blue", label="mean over seeds" if repeated else "one seed")
+    equal = [(xi, r) for xi, r in zip(x, rows) if r.mean_rel_improvement_equal_labels is not None]
+    # Classifiers: "before" is the probe on all items; the probe on the same items is a second curve.
+    prefix = "vs probe on all items: " if equal else ""
+    ax.plot(x, mean, marker="o", color="tab:blue", label=prefix + ("mean over seeds" if repeated else "one seed"))
     if repeated:
         ax.fill_between(x, [m - s for m, s in zip(mean, spread)], [m + s for m, s in zip(mean, spread)],
                         color="tab:blue", alpha=0.2, label="± 1 std over seeds")
+    if equal:
+        ax.errorbar([xi for xi, _ in equal], [100 * r.mean_rel_improvement_equal_labels for _, r in equal],
+                    yerr=[100 * (r.std_equal_labels or 0.0) for _, r in equal] if repeated else None,
+                    marker="s", linestyle="--", color="tab:orange", capsize=3,
+                    label="vs probe on the same labeled items (fine-tuning worth it?)")
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_ylabel("gain over the pre-trained score of 0" if k == 1.0 else "relative improvement (%)")
+    words = _words(rows)
+    if k == 1.0:
+        ax.set_ylabel(f"{words} over the pre-trained score of 0")
+    else:
+        ax.set_ylabel(f"{words} (%" + ("" if not rows or rows[0].higher_is_better else ", a fall is better") + ")")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
 
@@ -77,7 +97,7 @@ def _roi(rows: Sequence[SizeSummary], x: list[float], ax: Any, unit: str) -> Non
     ax.plot(x, [r.marginal_roi / scale for r in rows], marker="s", linestyle="--",
             color="tab:orange", label="marginal ROI (negative: worse)")
     ax.axhline(0, color="grey", linewidth=0.8)
-    what = "gain" if rows and rows[0].absolute else "relative improvement"
+    what = _words(rows)
     ax.set_ylabel(f"{what} per {unit}" + (f" (× 1e{exp})" if exp else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -107,20 +127,28 @@ def plot_improvement_vs_items(
     fig, ax = _figure()
     _improvement(data, [r.size for r in data], ax)
     items_axis(ax, [r.size for r in data])
-    ax.set_title(f"{metric_name}: improvement over the pre-trained model")
+    base = "the frozen-feature probe" if any(r.mean_rel_improvement_equal_labels is not None for r in data) \
+        else "the pre-trained model"
+    ax.set_title(f"{metric_name}: {_words(data)} over {base}", fontsize=10)
     return _save(fig, path)
 
 
 def plot_roi_vs_items(
     data: Sequence[SizeSummary], path: str | os.PathLike[str], knee: int | None = None,
-    drop: float = 0.70,
+    drop: float = 0.70, stability: KneeStability | None = None,
 ) -> Path:
-    """Data ROI and marginal ROI against items, with the knee marked."""
+    """Data ROI and marginal ROI against items, with the knee and its stability band marked."""
     fig, ax = _figure()
     x = [r.size for r in data]
     _roi(data, x, ax, "item")
     items_axis(ax, x)
     ax.set_title("Return on labeled data")
+    if stability is not None and stability.measurable and stability.low is not None:
+        high = stability.high if stability.high is not None else x[-1]
+        if high > stability.low:
+            ax.axvspan(stability.low, high, color="tab:red", alpha=0.08,
+                       label=f"knee in {100 * stability.share:.0f}% of seed resamples")
+            ax.legend(fontsize=8, loc="best")
     if knee is not None:
         _mark_knee(ax, x[knee], f"knee: {x[knee]} items\n(ROI down {100 * drop:.0f}% from peak)")
     return _save(fig, path)
@@ -146,7 +174,7 @@ def plot_improvement_vs_seconds(
             color="tab:red", linestyle="none", label=f"best: epoch {time[best].epoch:g}")
     ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("training seconds (evaluation excluded)")
-    ax.set_title(f"{metric_name}: improvement vs training time ({time[0].size} items)",
+    ax.set_title(f"{metric_name}: {_words(time)} vs training time ({time[0].size} items)",
                  fontsize=10)
     return _save(fig, path)
 
@@ -216,6 +244,7 @@ def plot_all(
     target: TargetEstimate | None = None,
     metric_name: str = "metric",
     drop: float = 0.70,
+    knee_stability: KneeStability | None = None,
 ) -> dict[str, Path]:
     """Every plot the available results allow, keyed by a short name, in ``out_dir``."""
     from tunewise.budget.roi import find_knee, gaining_rois
@@ -226,7 +255,7 @@ def plot_all(
         knee = find_knee([r.size for r in data], gaining_rois(data), drop)
         paths["improvement_vs_items"] = plot_improvement_vs_items(
             data, out / "improvement_vs_items.png", metric_name)
-        paths["roi_vs_items"] = plot_roi_vs_items(data, out / "roi_vs_items.png", knee, drop)
+        paths["roi_vs_items"] = plot_roi_vs_items(data, out / "roi_vs_items.png", knee, drop, knee_stability)
     if time:
         knee = find_knee([r.mean_seconds for r in time], gaining_rois(time), drop)
         paths["improvement_vs_seconds"] = plot_improvement_vs_seconds(

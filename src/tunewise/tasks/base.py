@@ -35,6 +35,7 @@ Optional capabilities are small :class:`typing.Protocol` classes below; callers 
 | :class:`KnowsChance` | ``chance(data, config)`` | scores are not compared with chance | ``run.fit``: an after-score at or below chance is flagged in the output and the card |
 | :class:`ChecksConfig` | ``check_config(config)`` | nothing task-specific to check | ``run.check_config`` (fit, ``tunewise config``) before any data is read |
 | :class:`LoadsTrained` | ``load_trained(config, device)`` | ``load_model`` | ``run.evaluate``: a model scored without training must be a trained one (a classifier's head) |
+| :class:`SplitsFolds` | ``folds(config, k)`` | ``--folds`` is refused for the task | :mod:`tunewise.folds` (``fit``, ``evaluate``, ``compare``, ``budget`` with ``eval.folds``) |
 """
 
 from __future__ import annotations
@@ -313,6 +314,17 @@ class LoadsTrained(Protocol):
     backbone (its head would be random) and a head trained on other labels."""
 
     def load_trained(self, config: Any, device: str) -> Any: ...
+
+
+@runtime_checkable
+class SplitsFolds(Protocol):
+    """k-fold cross-validation (``eval.folds``): the task knows what must stay together (a query
+    and its answers, a prompt, an item) and whether to stratify; see :mod:`tunewise.data.folds`.
+    ``folds`` reads the data and returns a :class:`~tunewise.data.folds.FoldSplits` (one data
+    object per fold plus all items for ``--final-fit``), or raises a one-line TunewiseError
+    saying why this data cannot be folded."""
+
+    def folds(self, config: Any, k: int) -> Any: ...
 
 
 TASKS: Registry[type] = Registry("task", "task")

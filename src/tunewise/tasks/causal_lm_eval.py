@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tunewise.data.chat import IGNORE_INDEX, ChatExample, Encoded, Formatter
 from tunewise.evaluate.generation import generation_metrics, perplexity, resolve_format_check
 from tunewise.tasks.causal_lm_config import LLMConfig
+from tunewise.tasks.progress import work_progress
 
 
 @dataclass
@@ -68,23 +69,34 @@ def generate(model: Any, formatter: Formatter, examples: list[ChatExample], llm:
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     stops = formatter.end_of_turn_ids()
     outputs: list[str] = []
-    for start in range(0, len(examples), llm.eval_batch_size):
-        prompts = [formatter.prompt_ids(ex) for ex in examples[start:start + llm.eval_batch_size]]
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad_id if pad_id is not None else 0, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
-            ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
-        new_tokens = max(1, min(llm.max_new_tokens, context - width))
-        sampling = {"do_sample": True, "temperature": llm.temperature, "top_p": llm.top_p} if llm.do_sample else {
-            "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        out = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new_tokens,
-            eos_token_id=stops or None, pad_token_id=pad_id, **sampling,
-        )
-        for row in range(len(prompts)):
-            outputs.append(tok.decode(out[row, width:], skip_special_tokens=True).strip())
+    with work_progress("generating", len(examples)) as advance:
+        for start in range(0, len(examples), llm.eval_batch_size):
+            outputs += _generate_batch(model, formatter, examples[start:start + llm.eval_batch_size], llm, context,
+                                       device, pad_id, stops)
+            advance(min(llm.eval_batch_size, len(examples) - start))
+    return outputs
+
+
+def _generate_batch(model: Any, formatter: Formatter, batch: list[ChatExample], llm: LLMConfig, context: int,
+                    device: Any, pad_id: int | None, stops: list[int]) -> list[str]:
+    tok = formatter.tokenizer
+    outputs: list[str] = []
+    prompts = [formatter.prompt_ids(ex) for ex in batch]
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
+        ids[row, width - len(p):] = torch.tensor(p)
+        mask[row, width - len(p):] = 1
+    new_tokens = max(1, min(llm.max_new_tokens, context - width))
+    sampling = {"do_sample": True, "temperature": llm.temperature, "top_p": llm.top_p} if llm.do_sample else {
+        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    out = model.generate(
+        input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new_tokens,
+        eos_token_id=stops or None, pad_token_id=pad_id, **sampling,
+    )
+    for row in range(len(prompts)):
+        outputs.append(tok.decode(out[row, width:], skip_special_tokens=True).strip())
     return outputs
 
 

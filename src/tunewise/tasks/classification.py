@@ -116,6 +116,16 @@ class ClassificationTask:
         self._classes = data.classes
         return data
 
+    def folds(self, config: RunConfig, k: int):
+        """Stratified k-fold splits (``--folds``); a text that appears twice stays on one side."""
+        from tunewise.data.folds import labeled_folds, text_groups
+
+        texts, labels = read_text_labeled(config.data)
+        splits = labeled_folds(texts, labels, config, k, str(config.data.train), groups=text_groups(texts), what="distinct texts")
+        self._classes = splits.everything.classes
+        self._before = self._after = None  # classification_report.json of a --final-fit model: no held-out scores
+        return splits
+
     # -- model --------------------------------------------------------------------------
     def load_model(self, config: RunConfig, device: str):
         return head_for_data(self, config, device)
@@ -172,9 +182,13 @@ class ClassificationTask:
         was_training = model.training
         model.eval()
         preds: list[int] = []
-        for batch in self._batches(texts, None, batch_size):
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            preds.extend(logits.argmax(-1).tolist())
+        from tunewise.tasks.progress import work_progress
+
+        with work_progress("classifying", len(texts)) as advance:
+            for batch in self._batches(texts, None, batch_size):
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                preds.extend(logits.argmax(-1).tolist())
+                advance(len(logits))
         model.train(was_training)
         return preds if self._label_map is None else [self._label_map[p] for p in preds]
 
@@ -230,6 +244,33 @@ class ClassificationTask:
         model.save_pretrained(str(path), safe_serialization=True)
         self._tokenizer.save_pretrained(str(path))
         write_json(Path(path) / "classification_report.json", details_file(self._before, self._after))
+
+    def predictor(self, config: RunConfig, device: str):
+        """``tunewise predict``: the saved classifier's labels for texts, with probabilities."""
+        from tunewise.predict import Predictor, ranked_labels
+
+        labels = head_labels(model_config(resolve_model(config.model)), "ForSequenceClassification")
+        if labels is None:
+            raise TunewiseError(f"model: {config.model} has no trained classification head (no id2label in config.json)")
+        model = self._load(config, labels, device, None).eval()
+
+        @torch.inference_mode()
+        def apply(texts: list[str], top_k: int) -> list[dict[str, Any]]:
+            batch = next(self._batches(texts, None, len(texts)))
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            return ranked_labels(logits.float().softmax(-1).cpu(), labels, top_k)
+
+        return Predictor(columns=("text", "sentence"), apply=apply)
+
+    def onnx_graph(self, config: RunConfig):
+        """``tunewise export``: the whole classifier, text to logits (the layout of optimum's ORTModelForSequenceClassification)."""
+        from tunewise.export import OnnxGraph, transformer_graph
+
+        labels = head_labels(model_config(resolve_model(config.model)), "ForSequenceClassification")
+        if labels is None:
+            raise TunewiseError(f"model: {config.model} has no trained classification head (no id2label in config.json)")
+        model = self._load(config, labels, "cpu", None)
+        return OnnxGraph(transformer_graph(model, "logits"), self._tokenizer, "logits", "model.onnx")
 
     def card_info(self, data: LabeledData[str]) -> dict[str, str]:
         usage = (

@@ -29,7 +29,16 @@ from tunewise.config import RunConfig, register_section
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.classification import CLASSIFICATION_METRICS, classification_metrics, confusion_matrix, per_class
 from tunewise.tasks.base import HeadSupport, Metric, TrainStats
-from tunewise.tasks.training import common_training_kwargs
+from tunewise.tasks.training import (
+    common_training_kwargs,
+    early_stopping,
+    early_stopping_callback,
+    early_stopping_record,
+    metric_key,
+    train_resumable,
+    validating,
+    watched_metric,
+)
 
 
 @dataclass
@@ -278,24 +287,17 @@ def linear_probe_baseline(model: nn.Module, n_classes: int, train_batches: Itera
     return result
 
 
-def training_arguments(config: RunConfig, workdir: Path, device: str, *, evaluate: bool, **extra: Any):
+def training_arguments(config: RunConfig, workdir: Path, device: str, *, evaluate: bool, best_metric: str | None = None,
+                       greater_is_better: bool = True, **extra: Any):
     """transformers TrainingArguments for a classifier (or any model that returns a loss)."""
     from transformers import TrainingArguments
 
-    tc = config.train
-    early = tc.early_stopping_patience is not None
     kwargs: dict[str, Any] = dict(
-        **common_training_kwargs(config, workdir, device),
+        **common_training_kwargs(config, workdir, device, best_metric=best_metric, greater_is_better=greater_is_better,
+                                 evaluate=evaluate),
         per_device_eval_batch_size=config.eval.batch_size,
         remove_unused_columns=False,
-        eval_strategy="epoch" if evaluate else "no",
-        save_strategy="epoch" if early else "no",
-        save_total_limit=2 if early else None,
-        load_best_model_at_end=early,
-        disable_tqdm=False,
     )
-    if early:
-        kwargs.update(metric_for_best_model=f"eval_{config.eval.primary}", greater_is_better=True)
     kwargs.update(extra)
     return TrainingArguments(**kwargs)
 
@@ -303,32 +305,48 @@ def training_arguments(config: RunConfig, workdir: Path, device: str, *, evaluat
 def run_trainer(model: nn.Module, train_dataset: Any, config: RunConfig, *, workdir: Path, device: str,
                 collator: Callable | None = None, callbacks: list | None = None, eval_dataset: Any = None,
                 compute_metrics: Callable | None = None, trainer_cls: Any = None,
-                param_groups: list[dict[str, Any]] | None = None, **extra_args: Any) -> TrainStats:
+                param_groups: list[dict[str, Any]] | None = None, validate: Callable[[], dict[str, float]] | None = None,
+                **extra_args: Any) -> TrainStats:
     """Train with the transformers Trainer; early stopping when train.early_stopping_patience is set.
+
+    Early stopping watches ``eval.primary`` on a validation set: the Trainer's own evaluation of
+    ``eval_dataset`` with ``compute_metrics`` (classifiers), or ``validate()`` (any task: search
+    metrics over embeddings), which then replaces ``Trainer.evaluate``. The best checkpoint is
+    restored at the end; ``stats.best`` says which and why.
 
     Args:
         param_groups: optimizer groups from the strategy (per-group learning rates); the
             Trainer's own AdamW over every trainable parameter when None.
+        validate: scores the model on the task's validation set: ``{metric: value}``.
     """
-    from transformers import EarlyStoppingCallback, Trainer
+    from transformers import Trainer
 
     callbacks = list(callbacks or [])
     optimizers: tuple[Any, Any] = (None, None)
     if param_groups:
         optimizers = (torch.optim.AdamW(param_groups, lr=config.train.learning_rate), None)
-    early = config.train.early_stopping_patience is not None
-    if early:
-        if eval_dataset is None:
-            raise TunewiseError("train.early_stopping_patience: no validation set was prepared")
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
-    args = training_arguments(config, workdir, device, evaluate=eval_dataset is not None, **extra_args)
+    early = early_stopping(config)
+    evaluates = eval_dataset is not None or validate is not None
+    if early and not evaluates:
+        raise TunewiseError("train.early_stopping_patience: no validation set was prepared")
+    callbacks += early_stopping_callback(config)
+    metric, higher = watched_metric(config)
+    args = training_arguments(config, workdir, device, evaluate=evaluates, best_metric=metric_key(metric),
+                              greater_is_better=higher, **extra_args)
     logging.getLogger("transformers.trainer").setLevel(logging.ERROR)
-    trainer = (trainer_cls or Trainer)(
+    trainer_cls = trainer_cls or Trainer
+    if validate is not None:
+        trainer_cls = validating(trainer_cls, validate)
+        eval_dataset = eval_dataset if eval_dataset is not None else ["validation"]  # the Trainer wants one; validate() scores
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=collator, compute_metrics=compute_metrics, callbacks=callbacks, optimizers=optimizers,
     )
+    from tunewise.tasks.progress import quiet_progress
+
+    quiet_progress(trainer)  # one bar in a terminal, a line per epoch in a log: no raw {'loss': ...} dicts
     start = time.perf_counter()
-    output = trainer.train()
+    output = train_resumable(trainer, config, workdir)
     wall = time.perf_counter() - start
     history = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
     eval_seconds = sum(h.get("eval_runtime", 0.0) for h in history)
@@ -340,9 +358,7 @@ def run_trainer(model: nn.Module, train_dataset: Any, config: RunConfig, *, work
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if losses:
         stats.history = [*history, {"train_loss_per_epoch": losses}]
-    if early and trainer.state.best_metric is not None:
-        stats.best = {"metric": config.eval.primary, "value": trainer.state.best_metric,
-                      "checkpoint_step": getattr(trainer.state, "best_global_step", None)}
+    stats.best = early_stopping_record(trainer, config, metric)
     return stats
 
 

@@ -37,6 +37,7 @@ from tunewise.models.loading import check_modality, load_errors, load_pretrained
 from tunewise.tasks.base import TASKS, HeadSupport, MemoryProfile, TaskSpec, TrainStats
 from tunewise.tasks.classifier_shared import run_trainer
 from tunewise.tasks.image_classification import display_name
+from tunewise.tasks.training import early_stopping
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -48,6 +49,7 @@ class CaptionData:
     train: list[tuple[Path, str]]
     eval: list[tuple[Path, str]]
     report: dict[str, Any] = field(default_factory=dict)
+    validation: list[tuple[Path, str]] | None = None  # early stopping: a share of the training pairs
 
 
 class CaptionPairs(torch.utils.data.Dataset):
@@ -97,9 +99,18 @@ class ClipTask:
         held, kept = sorted(order[:n_eval]), sorted(order[n_eval:])
         if config.data.max_train is not None and len(kept) > config.data.max_train:
             kept = sorted(random.Random(config.seed).sample(kept, config.data.max_train))
-        data = CaptionData([pairs[i] for i in kept], [pairs[i] for i in held])
+        val: list[int] = []
+        if early_stopping(config):  # captions of held-back training pairs search their images
+            n_val = max(2, round(len(kept) * config.data.validation_fraction))
+            if n_val >= len(kept) - 1:
+                raise TunewiseError(f"data.validation_fraction: {n_val} validation pairs of {len(kept)} training pairs "
+                                    "leave fewer than 2 to train on; lower it, or leave train.early_stopping_patience out")
+            shuffled = random.Random(config.seed + 1).sample(kept, len(kept))
+            val, kept = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+        data = CaptionData([pairs[i] for i in kept], [pairs[i] for i in held],
+                           validation=[pairs[i] for i in val] if val else None)
         data.report = {"kind": "image-caption pairs", "items_read": n, "train_examples": len(kept),
-                       "eval_queries": len(held), "eval_corpus": len(held), **records.report()}
+                       "eval_queries": len(held), "eval_corpus": len(held), "validation_pairs": len(val), **records.report()}
         return data
 
     def data_report(self, data: CaptionData) -> dict[str, Any]:
@@ -183,12 +194,13 @@ class ClipTask:
         return torch.cat(images), torch.cat(text)
 
     def evaluate(self, model, data: CaptionData, config: RunConfig, *, split: str = "eval") -> EvalResult:
-        if split != "eval":
-            raise TunewiseError(f"task clip prepares no {split} set")
+        pairs = data.validation if split == "validation" else data.eval
+        if pairs is None:
+            raise TunewiseError(f"no {split} set was prepared")
         names = metric_names(config.eval)
         depth = max(parse_metric_name(n)[1] for n in names)
         start = time.perf_counter()
-        paths, captions = [p for p, _ in data.eval], [c for _, c in data.eval]
+        paths, captions = [p for p, _ in pairs], [c for _, c in pairs]
         img, txt = self.embed(model, paths, captions, config.eval.batch_size)
         scores, idx = top_k(txt, img, min(depth, len(paths)), normalize=False, backend=config.eval.backend)
         by_caption: dict[str, list[int]] = {}
@@ -224,8 +236,12 @@ class ClipTask:
                 outputs = model(**inputs)
                 return (outputs.loss, outputs) if return_outputs else outputs.loss
 
+        validate = None
+        if early_stopping(config):
+            validate = lambda: self.evaluate(model, data, config, split="validation").metrics  # noqa: E731
         return run_trainer(model, dataset, config, workdir=workdir, device=str(next(model.parameters()).device),
-                           collator=collate, callbacks=callbacks, trainer_cls=ClipTrainer, param_groups=param_groups, **extra_args)
+                           collator=collate, callbacks=callbacks, trainer_cls=ClipTrainer, param_groups=param_groups,
+                           validate=validate, eval_dataset=data.validation if validate else None, **extra_args)
 
     def save(self, model, path: Path) -> None:
         model.save_pretrained(str(path), safe_serialization=True)

@@ -22,26 +22,29 @@ from tunewise.models.loading import check_modality, load_sentence_transformer
 from tunewise.tasks.base import TASKS, HeadSupport, MemoryProfile, TaskSpec, TrainStats
 from tunewise.tasks.embedding_losses import LOSSES, rows_for_loss
 from tunewise.tasks.progress import quiet_progress
-from tunewise.tasks.training import common_training_kwargs
+from tunewise.tasks.training import (
+    common_training_kwargs,
+    early_stopping,
+    early_stopping_callback,
+    early_stopping_record,
+    stopping_metric,
+    train_resumable,
+)
 
 
 def training_arguments(config: RunConfig, workdir: Path, device: str, *, in_batch_negatives: bool, evaluate: bool, **extra: Any):
-    """SentenceTransformerTrainingArguments from a run config (shared by the budget planner)."""
+    """SentenceTransformerTrainingArguments from a run config (shared by the budget planner).
+
+    Early stopping watches the validation evaluator's primary metric (``eval_val_<primary>``).
+    """
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
-    tc = config.train
-    early = tc.early_stopping_patience is not None
+    watched = f"eval_val_{stopping_metric(config)[0]}" if early_stopping(config) else None
     kwargs: dict[str, Any] = dict(
-        **common_training_kwargs(config, workdir, device),
+        **common_training_kwargs(config, workdir, device, best_metric=watched, evaluate=evaluate),
         batch_sampler=BatchSamplers.NO_DUPLICATES if in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
-        eval_strategy="epoch" if evaluate else "no",
-        save_strategy="epoch" if early else "no",
-        save_total_limit=2 if early else None,
-        load_best_model_at_end=early,
     )
-    if early:
-        kwargs.update(metric_for_best_model=f"eval_val_{config.eval.primary}", greater_is_better=True)
     kwargs.update(extra)
     return SentenceTransformerTrainingArguments(**kwargs)
 
@@ -65,8 +68,14 @@ class EmbeddingTask:
 
     def prepare_data(self, config: RunConfig) -> RetrievalData:
         self.check_config(config)  # an unknown loss fails before reading data
-        early = config.train.early_stopping_patience is not None
-        return prepare_retrieval_data(config.data, config.seed, need_validation=early)
+        return prepare_retrieval_data(config.data, config.seed, need_validation=early_stopping(config))
+
+    def folds(self, config: RunConfig, k: int):
+        """k-fold splits (``--folds``): a query, its answers and every query sharing one stay on one side."""
+        from tunewise.data.folds import retrieval_folds
+
+        self.check_config(config)
+        return retrieval_folds(config, k)
 
     def data_report(self, data: RetrievalData) -> dict[str, Any]:
         return data.report
@@ -141,15 +150,14 @@ class EmbeddingTask:
         """
         from datasets import Dataset
         from sentence_transformers import SentenceTransformerTrainer
-        from transformers import EarlyStoppingCallback
 
         spec = LOSSES.get(config.train.loss)
         rows = rows_for_loss(spec, config.train.loss, data.train, config.train, config.seed)
         loss = spec.build(model, config.train)
         callbacks = list(callbacks or [])
-        if config.train.early_stopping_patience is not None:
+        if early_stopping(config):
             evaluator = make_trainer_evaluator(data.validation, config.eval, name="val")
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
+            callbacks += early_stopping_callback(config)
         device = str(model.device)
         args = training_arguments(config, workdir, device, in_batch_negatives=spec.in_batch_negatives,
                                   evaluate=evaluator is not None, **extra_args)
@@ -167,7 +175,7 @@ class EmbeddingTask:
         )
         quiet_progress(trainer)
         start = time.perf_counter()
-        output = trainer.train()
+        output = train_resumable(trainer, config, workdir)
         wall = time.perf_counter() - start
         history = list(getattr(evaluator, "history", []))
         eval_seconds = sum(h.get("eval_seconds", 0.0) for h in history)
@@ -181,9 +189,7 @@ class EmbeddingTask:
             samples_per_second=len(rows) * epochs / seconds,
             history=history,
         )
-        if config.train.early_stopping_patience is not None and trainer.state.best_metric is not None:
-            stats.best = {"metric": config.eval.primary, "value": trainer.state.best_metric,
-                          "checkpoint_step": _step_of(trainer.state.best_model_checkpoint)}
+        stats.best = early_stopping_record(trainer, config, stopping_metric(config)[0]) if early_stopping(config) else None
         return stats
 
     def chance(self, data: RetrievalData, config: RunConfig) -> dict[str, float]:
@@ -201,6 +207,25 @@ class EmbeddingTask:
 
     def save(self, model, path: Path) -> None:
         model.save(str(path), safe_serialization=True, create_model_card=False)
+        self._library_card = library_card(model)
+
+
+    def predictor(self, config: RunConfig, device: str):
+        """``tunewise predict``: the saved encoder embeds texts (with a corpus: searches it)."""
+        from tunewise.predict import Predictor
+
+        model = self.load_model(config, device)
+        return Predictor(columns=("text", "query", "sentence"), encode=lambda texts: model.encode(
+            texts, batch_size=len(texts), convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False))
+
+    def onnx_graph(self, config: RunConfig):
+        """``tunewise export``: the transformer inside the encoder; pooling and heads stay sentence-transformers
+        modules (the layout of its ONNX backend)."""
+        from tunewise.export import OnnxGraph, transformer_graph
+
+        model = self.load_model(config, "cpu")
+        return OnnxGraph(transformer_graph(self.backbone(model), "last_hidden_state"), model.tokenizer, "last_hidden_state",
+                         "onnx/model.onnx", sequence_output=True)
 
     def card_info(self, data: RetrievalData) -> dict[str, str]:
         """What the model card says about this task's model and evaluation."""
@@ -212,11 +237,18 @@ class EmbeddingTask:
         evaluated_on = (f"{len(data.eval.queries)} held-out queries searched against "
                         f"{len(data.eval.corpus)} documents")
         return {"library": "sentence-transformers", "pipeline_tag": "sentence-similarity",
-                "usage": usage, "evaluated_on": evaluated_on, "train_keys": ("loss",)}
+                "usage": usage, "evaluated_on": evaluated_on, "train_keys": ("loss",),
+                "library_card": getattr(self, "_library_card", None)}  # merged into tunewise's card (outputs.model_card)
 
 
-def _step_of(checkpoint: str | None) -> int | None:
-    if not checkpoint:
+def library_card(model) -> str | None:
+    """The card sentence-transformers itself writes for ``model`` (architecture, dimensions, training details),
+    generated without looking anything up on the Hub; None where the library cannot make one."""
+    from sentence_transformers.base.model_card import generate_model_card
+
+    model.model_card_data.local_files_only = True
+    try:
+        return generate_model_card(model)
+    except Exception:  # the library logs and skips its card on any failure; so does tunewise
         return None
-    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+

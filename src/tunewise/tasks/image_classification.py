@@ -124,6 +124,19 @@ class ImageClassificationTask(CachedImageFeatures):
         self._classes = data.classes
         return data
 
+    def folds(self, config: RunConfig, k: int):
+        """Stratified k-fold splits (``--folds``); the same image under two names stays on one side."""
+        from tunewise.data.folds import labeled_folds
+
+        records = read_image_records(config.data, config.image, "label")
+        splits = labeled_folds(records.paths, records.targets, config, k, str(config.data.train),
+                               groups=image_content_keys(records.paths), what="distinct images")
+        for data in [*splits.folds, splits.everything]:
+            data.report.update(records.report())
+        self._classes = splits.everything.classes
+        self._before = self._after = None  # classification_report.json of a --final-fit model: no held-out scores
+        return splits
+
     def load_model(self, config: RunConfig, device: str):
         return head_for_data(self, config, device)
 
@@ -210,6 +223,23 @@ class ImageClassificationTask(CachedImageFeatures):
                                    extra={**self._meta.extra, "task": self.spec.name, "image_size": self._pre.size})
         save_network(model, meta, Path(path), self._pre.size)
         write_json(Path(path) / "classification_report.json", details_file(self._before, self._after))
+
+    def predictor(self, config: RunConfig, device: str):
+        """``tunewise predict``: the saved classifier's labels for image files, with probabilities."""
+        from tunewise.predict import Predictor, ranked_labels
+
+        labels = saved_class_labels(config.model)
+        if labels is None:
+            raise TunewiseError(f"model: {config.model} has no trained classification head (no labels saved)")
+        model = self._load(config, labels, device, None).eval()
+
+        @torch.inference_mode()
+        def apply(paths: list[Path], top_k: int) -> list[dict[str, Any]]:
+            dataset = ImageDataset(paths, None, self._pre)
+            pixels = torch.stack([dataset.image(i) for i in range(len(paths))]).to(device)
+            return ranked_labels(model(pixel_values=pixels).logits.float().softmax(-1).cpu(), labels, top_k)
+
+        return Predictor(columns=("image", "path", "file"), modality="image", apply=apply)
 
     def card_info(self, data: LabeledData[Path]) -> dict[str, str]:
         if self._meta is not None and self._meta.kind == "hf":

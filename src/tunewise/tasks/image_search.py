@@ -35,6 +35,7 @@ from tunewise.tasks.base import TASKS, HeadSupport, MemoryProfile, TaskSpec, Tra
 from tunewise.tasks.classifier_shared import merged_for_saving, run_trainer
 from tunewise.tasks.image_classification import CachedImageFeatures, display_name, prepare_labeled_images, preprocess
 from tunewise.tasks.image_losses import build_loss
+from tunewise.tasks.training import early_stopping
 
 PROJECTION_FILE = "projection.safetensors"
 
@@ -228,10 +229,14 @@ class ImageSearchTask(CachedImageFeatures):
         device = next(model.parameters()).device
         model.loss_fn = build_loss(config.train.loss, config.image, dim, len(data.classes)).to(device)
         images = ImageDataset(data.train, data.train_labels, self._pre, augment=config.image, seed=config.seed)
+        validate = None
+        if early_stopping(config):  # each validation image searches the other validation images
+            validate = lambda: self.evaluate(model, data, config, split="validation").metrics  # noqa: E731
         try:
             with frozen_batchnorm(model, config.image.freeze_batchnorm):
                 return run_trainer(model, PairDataset(images, data.train_labels, config.seed), config, workdir=workdir,
-                                   device=str(device), collator=collate_pairs, callbacks=callbacks, param_groups=param_groups, **extra_args)
+                                   device=str(device), collator=collate_pairs, callbacks=callbacks, param_groups=param_groups,
+                                   validate=validate, eval_dataset=data.validation if validate else None, **extra_args)
         finally:
             model.loss_fn = None  # training-only parameters (ArcFace centres) are not part of the encoder
 
@@ -249,6 +254,14 @@ class ImageSearchTask(CachedImageFeatures):
         if model.projection is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in model.projection.state_dict().items()},
                       str(Path(path) / PROJECTION_FILE))
+
+    def predictor(self, config: RunConfig, device: str):
+        """``tunewise predict``: the saved encoder embeds image files (with a corpus of images: searches it)."""
+        from tunewise.predict import Predictor
+
+        model = self.load_model(config, device).eval()
+        return Predictor(columns=("image", "path", "file"), modality="image",
+                         encode=lambda paths: self.embed(model, list(paths), len(paths), progress=False))
 
     def card_info(self, data: LabeledData[Path]) -> dict[str, str]:
         usage = (

@@ -458,3 +458,17 @@ CASES: list[Case] = [
     Case("memory-image-task-text-model", ("memory", "--model", "{st}", "--task", "image-classification"),
          expect=("text model",)),
 ]
+
+# --- k-fold cross-validation (--folds, eval.folds) ---------------------------------------------------
+# ``fit --folds`` exists now: the earlier case that expected it to be an unknown option is retired.
+CASES = [case for case in CASES if case.id != "fit-folds-unknown-option"]
+CASES += [
+    Case("fit-folds-one", (*FIT, "--folds", "1"), P, expect=("--folds", "at least 2", "got 1")),
+    Case("fit-folds-more-than-query-groups", (*FIT, "--folds", "31"), P, expect=("--folds", "31 folds", "has 30")),
+    Case("fit-final-fit-without-folds", (*FIT, "--final-fit"), P, expect=("--final-fit", "--folds")),
+    Case("cls-folds-more-than-smallest-class", (*CLS, "{tmp}/d.csv", "--folds", "7"), {"d.csv": labeled_csv(texts())},
+         expect=("--folds", "7 stratified folds", "has 6")),
+    Case("evaluate-folds-more-than-query-groups", ("evaluate", "--train", "{tmp}/pairs.jsonl", "--model", "{st}", "--folds", "40"),
+         P, expect=("--folds", "40 folds", "has 30")),
+    Case("budget-folds-grid-below-k", (*BUDGET, "--folds", "3", "--sizes", "2,10"), P, expect=("--sizes", "smallest size 2", "--folds 3")),
+]

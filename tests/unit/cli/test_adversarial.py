@@ -174,7 +174,9 @@ def test_a_stop_during_fit_is_one_line_and_publishes_nothing(signum, code, messa
     assert errors == [message], stderr
     assert stderr.rstrip("\n").splitlines()[-1] == message  # the last thing said, whole
     assert stdout == ""
-    assert not out.exists() and not list(tmp_path.glob(".out.*")), list(tmp_path.iterdir())
+    # nothing published, no staging left; only the hidden checkpoints a `--resume` continues from may stay
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*")), list(tmp_path.iterdir())
+    assert {p.name for p in tmp_path.glob(".out.*")} <= {".out.checkpoints"}
 
 
 def test_sigterm_handler_is_restored_after_a_command():

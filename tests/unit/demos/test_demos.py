@@ -20,7 +20,7 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def test_the_demos_users_type_are_registered_and_run_registered_tasks():
-    assert DEMOS.names() == ["classification", "embedding", "image-classification", "image-search", "llm"]
+    assert DEMOS.names() == ["classification", "embedding", "image-classification", "image-search", "llm", "speech"]
     assert DEFAULT_DEMO in DEMOS
     for name in DEMOS:
         demo = DEMOS.get(name)

@@ -142,3 +142,21 @@ def test_rendering_of_an_interval():
     assert describe(0.799, None) == "+79.9%" and describe(None, interval) == "n/a (95% CI +58% to +103%)"
     assert p_value_line("mrr@20", interval) == (
         "mrr@20: gain +0.1000 (95% CI +0.0500 to +0.1500) over 103 paired items; paired permutation test p < 0.001")
+
+
+def test_lower_is_better_interval_is_of_the_improvement():
+    """A fall in a lower-is-better metric (WER, a loss) is a positive gain with the bounds swapped."""
+    from tunewise.evaluate.uncertainty import metric_intervals, p_value_line
+
+    rng = np.random.default_rng(3)
+    before = rng.uniform(0.3, 0.6, 80)
+    after = before - rng.uniform(0.05, 0.15, 80)  # every item's error falls
+    raw = metric_intervals({"wer": before}, {"wer": after}, resamples=500)["wer"]
+    up = metric_intervals({"wer": before}, {"wer": after}, resamples=500, directions={"wer": False})["wer"]
+    assert raw["difference"] < 0 < up["difference"] and up["difference"] == pytest.approx(-raw["difference"])
+    assert up["abs_low"] == pytest.approx(-raw["abs_high"]) and up["abs_high"] == pytest.approx(-raw["abs_low"])
+    assert 0 < up["abs_low"] <= up["difference"] <= up["abs_high"]
+    assert up["relative"] == pytest.approx(1 - after.mean() / before.mean())
+    assert 0 < up["rel_low"] <= up["relative"] <= up["rel_high"]
+    assert up["p_value"] == raw["p_value"]
+    assert "reduction" in p_value_line("wer", up)

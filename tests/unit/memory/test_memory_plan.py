@@ -18,6 +18,8 @@ from transformers import (
     LlamaConfig,
     ResNetConfig,
     ViTConfig,
+    WhisperConfig,
+    WhisperForConditionalGeneration,
 )
 from typer.testing import CliRunner
 
@@ -38,6 +40,10 @@ CONFIGS = {
     "cnn": (AutoModel, ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")),
     "clip": (CLIPModel, CLIPConfig(text_config={**TOWER, "vocab_size": 500, "max_position_embeddings": 32},
                                    vision_config={**TOWER, "image_size": 32, "patch_size": 8}, projection_dim=16)),
+    "audio-seq2seq": (WhisperForConditionalGeneration, WhisperConfig(
+        d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=120, max_target_positions=64, pad_token_id=1, bos_token_id=1,
+        eos_token_id=1, decoder_start_token_id=2)),
 }
 
 

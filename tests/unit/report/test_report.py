@@ -199,3 +199,12 @@ def test_item_axes_label_only_the_measured_sizes():
     fig.canvas.draw()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["25", "50", "100", "200", "400"]
     assert [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()] == []
+
+
+def test_forecast_section_says_how_far_to_trust_it():
+    """The report's forecast names the calibration backtest's coverage at the horizon it shows."""
+    rng = np.random.default_rng(0)
+    points = [BudgetPoint(n, s, 0.5, 0.5 + 0.3 * (1 - (n / 25) ** -0.5) + rng.normal(0, 0.005), n / 10, 1.0)
+              for n in (25, 50, 100, 200, 400) for s in range(3)]
+    page = render_html(title="t", forecast=forecast(points, n_boot=40, seed=0))
+    assert "How far to trust it" in page and "backtest" in page

@@ -82,8 +82,6 @@ def check_head(options: HeadOptions, config: RunConfig) -> None:
         loss = support.losses[0]
         raise TunewiseError(f"train.loss: strategy head trains on cached features with {loss}; '{config.train.loss}' "
                             f"is not supported there (use train.loss: {loss} or strategy: partial)")
-    if config.train.early_stopping_patience is not None:
-        raise TunewiseError("train.early_stopping_patience: not supported with strategy head; leave it out")
 
 
 def _kind(task: Any) -> FeatureKind:
@@ -111,7 +109,14 @@ class HeadStrategy:
     @staticmethod
     def train(model: Any, task: Any, data: Any, options: HeadOptions, config: RunConfig, *, workdir: Path,
               callbacks: list | None = None) -> TrainStats:
-        return _kind(task).train(model, task, data, options, config, workdir=workdir, callbacks=callbacks)
+        """Train the head on cached features; with early stopping, every evaluation scores the task's
+        validation set with the model as it stands (its head is the one training), and the best head
+        is restored (a kind may score from cached features instead: ``classifier-inputs``)."""
+        validate = None
+        if config.train.early_stopping_patience is not None:
+            view = HeadStrategy.eval_model(model, task, options, config)
+            validate = lambda: task.evaluate(view, data, config, split="validation").metrics  # noqa: E731
+        return _kind(task).train(model, task, data, options, config, workdir=workdir, callbacks=callbacks, validate=validate)
 
     @staticmethod
     def eval_model(model: Any, task: Any, options: HeadOptions, config: RunConfig) -> Any:

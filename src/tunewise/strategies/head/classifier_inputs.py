@@ -40,7 +40,7 @@ class LinearOverFeatures(nn.Module):
 
 
 def train_classifier_head(model: nn.Module, task: Any, data: Any, options: Any, config: RunConfig, *,
-                          workdir: Path, callbacks: list | None = None) -> TrainStats:
+                          workdir: Path, callbacks: list | None = None, validate: Any = None) -> TrainStats:
     """Cache the head's inputs for every training item, then train the head on them."""
     from datasets import Dataset
 
@@ -59,8 +59,29 @@ def train_classifier_head(model: nn.Module, task: Any, data: Any, options: Any, 
     cache = cached_features(key, keys, compute, use_cache=options.cache)
     module = LinearOverFeatures(head, cache.features.to(device))
     dataset = Dataset.from_dict({"rows": list(range(len(keys))), "labels": list(data.train_labels)})
+    if validate is not None and data.validation:
+        validate = _cached_validation(module, inputs, data, key, compute, options, device, by_key)
     return train_cached_head(module, dataset, cache, key, options, config, device=device, workdir=workdir,
-                             callbacks=callbacks, examples=len(keys), inputs={"inputs": len(keys)})
+                             callbacks=callbacks, examples=len(keys), inputs={"inputs": len(keys)}, validate=validate)
+
+
+def _cached_validation(module: LinearOverFeatures, inputs: Any, data: Any, key: str, compute: Any, options: Any,
+                       device: str, by_key: dict) -> Any:
+    """Early stopping's validation score from cached head inputs: the backbone runs over the
+    validation items once, not at every evaluation (the task's own metrics, on the head's argmax)."""
+    from tunewise.evaluate.classification import classification_metrics
+
+    val_keys = inputs.feature_keys(data.validation)
+    by_key.update(zip(val_keys, data.validation))  # compute() looks inputs up here
+    features = cached_features(key, val_keys, compute, use_cache=options.cache).features.to(device)
+    labels = list(data.validation_labels)
+
+    def validate() -> dict[str, float]:
+        with torch.inference_mode():
+            preds = module.head(features.to(module.head.weight.dtype)).argmax(-1).tolist()
+        return classification_metrics(labels, preds, len(data.classes))
+
+    return validate
 
 
 KIND = FeatureKind(train=train_classifier_head)

@@ -52,7 +52,7 @@ class ClipProjections(nn.Module):
 
 
 def train_clip_head(model: nn.Module, task: Any, data: Any, options: Any, config: RunConfig, *,
-                    workdir: Path, callbacks: list | None = None) -> TrainStats:
+                    workdir: Path, callbacks: list | None = None, validate: Any = None) -> TrainStats:
     """Cache both towers' pooled outputs for the training pairs, then train the projections."""
     from tunewise.data.images import image_content_keys
 
@@ -82,7 +82,7 @@ def train_clip_head(model: nn.Module, task: Any, data: Any, options: Any, config
                                status=images.status if images.status == texts.status else f"images {images.status}, captions {texts.status}")
     return train_cached_head(module, [{"rows": i} for i in range(len(paths))], both, "", options, config,
                              device=device, workdir=workdir, callbacks=callbacks, examples=len(paths),
-                             inputs={"inputs": len(image_keys) + len(text_keys)})
+                             inputs={"inputs": len(image_keys) + len(text_keys)}, validate=validate)
 
 
 KIND = FeatureKind(train=train_clip_head)

@@ -54,7 +54,7 @@ def _collate_pairs(items: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]
 
 
 def train_image_search_head(model: nn.Module, task: Any, data: Any, options: Any, config: RunConfig, *,
-                            workdir: Path, callbacks: list | None = None) -> TrainStats:
+                            workdir: Path, callbacks: list | None = None, validate: Any = None) -> TrainStats:
     """Cache pooled features of every training image, then train the projection on them."""
     from tunewise.tasks.image_losses import build_loss
 
@@ -81,7 +81,7 @@ def train_image_search_head(model: nn.Module, task: Any, data: Any, options: Any
     module = ProjectionOverFeatures(projection, loss_fn, cache.features.to(device))
     return train_cached_head(module, _pairs(list(data.train_labels), config.seed), cache, key, options, config,
                              device=device, workdir=workdir, callbacks=callbacks, examples=len(keys),
-                             inputs={"inputs": len(keys)}, collator=_collate_pairs)
+                             inputs={"inputs": len(keys)}, collator=_collate_pairs, validate=validate)
 
 
 KIND = FeatureKind(train=train_image_search_head, adds_head=True)

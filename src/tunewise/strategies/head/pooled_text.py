@@ -87,7 +87,7 @@ class HeadOverFeatures(nn.Module):
 
 
 def train_embedding_head(model, task: Any, data, options: Any, config: RunConfig, *, workdir: Path,
-                         callbacks: list | None = None) -> TrainStats:
+                         callbacks: list | None = None, validate: Any = None) -> TrainStats:
     """Cache the body's outputs for every training text, then train the head with the Trainer."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -116,7 +116,7 @@ def train_embedding_head(model, task: Any, data, options: Any, config: RunConfig
 
     extra = [] if options.cache else [ReEncode()]
     stats = train_cached_head(module, dataset, cache, key, options, config, device=device, workdir=workdir,
-                              callbacks=[*extra, *(callbacks or [])], examples=len(rows), inputs={"texts": len(texts)})
+                              callbacks=[*extra, *(callbacks or [])], examples=len(rows), inputs={"texts": len(texts)}, validate=validate)
     model.to(device)
     return stats
 

@@ -31,8 +31,10 @@ class FeatureKind:
     """How strategy ``head`` trains on one kind of cached features.
 
     Args:
-        train: ``(model, task, data, options, config, *, workdir, callbacks) -> TrainStats``:
-            cache the features of the training inputs, then train the head over them.
+        train: ``(model, task, data, options, config, *, workdir, callbacks, validate) -> TrainStats``:
+            cache the features of the training inputs, then train the head over them; ``validate``
+            (early stopping: the task's validation metrics of the model as it is) goes to
+            :func:`train_cached_head`.
         adds_head: the head is a projection the task appends (``CanAddHead``) when the model
             is prepared; otherwise the model's own head trains (a classifier's final layer,
             CLIP's two projections).
@@ -99,26 +101,36 @@ def _epoch_timer(seconds: list[float]):
 
 
 def train_head_module(module: nn.Module, dataset: Any, options: Any, config: RunConfig, *, device: str, workdir: Path,
-                      epoch_seconds: list[float], callbacks: list | None = None, collator: Any = None):
+                      epoch_seconds: list[float], callbacks: list | None = None, collator: Any = None,
+                      validate: Callable[[], dict[str, float]] | None = None):
     """Train a head-over-cached-features module with the transformers Trainer; (trainer, output, seconds).
 
     One intra-op thread on CPU (see :func:`_single_thread`); each epoch's wall time goes to
-    ``epoch_seconds`` (callbacks run inside it).
+    ``epoch_seconds`` (callbacks run inside it). Checkpoints (a run's work folder) and early
+    stopping on ``validate()`` (the task's validation metrics) are the tasks' own
+    (:mod:`tunewise.tasks.training`); the best head is restored at the end.
     """
-    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
+    from tunewise.tasks.progress import quiet_progress
+    from tunewise.tasks.training import early_stopping_callback, metric_key, schedule_kwargs, train_resumable, validating, watched_metric
+
+    metric, higher = watched_metric(config)
     args = TrainingArguments(
         output_dir=str(workdir), num_train_epochs=config.train.epochs, per_device_train_batch_size=config.train.batch_size,
         learning_rate=options.head_lr, warmup_steps=config.train.warmup_ratio, weight_decay=config.train.weight_decay,
-        seed=config.seed, data_seed=config.seed, logging_strategy="epoch", report_to="none", save_strategy="no",
+        seed=config.seed, data_seed=config.seed, logging_strategy="epoch", report_to=list(config.train.report_to) or "none",
         use_cpu=not device.startswith("cuda"), dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
+        **schedule_kwargs(config, workdir, best_metric=metric_key(metric) if validate else None, greater_is_better=higher),
     )
-    trainer = Trainer(model=module, args=args, train_dataset=dataset, data_collator=collator,
-                      callbacks=[_epoch_timer(epoch_seconds), *(callbacks or [])])
-    trainer.remove_callback(PrinterCallback)  # no raw log dicts on the console
+    trainer_cls = validating(Trainer, validate) if validate is not None else Trainer
+    trainer = trainer_cls(model=module, args=args, train_dataset=dataset, data_collator=collator,
+                          eval_dataset=["validation"] if validate is not None else None,  # validate() scores; the Trainer wants one
+                          callbacks=[_epoch_timer(epoch_seconds), *(callbacks or []), *early_stopping_callback(config)])
+    quiet_progress(trainer)  # tunewise's bar or per-epoch lines, no raw log dicts
     start = time.perf_counter()
     with _single_thread(device):
-        output = trainer.train()
+        output = train_resumable(trainer, config, workdir)
     return trainer, output, time.perf_counter() - start
 
 
@@ -138,16 +150,21 @@ def head_train_stats(cache, key: str, options: Any, trainer: Any, output: Any, t
         "first_epoch_seconds": round(cache.seconds + (epoch_seconds[0] if epoch_seconds else 0.0), 4),
         "later_epoch_seconds_mean": round(sum(later) / len(later), 5) if later else None,
     }
+    from tunewise.tasks.training import early_stopping_record, watched_metric
+
+    evaluations = [h for h in trainer.state.log_history if "eval_runtime" in h]
     return TrainStats(seconds=seconds, examples=examples, steps=int(output.global_step), epochs=epochs,
-                      samples_per_second=examples * epochs / max(seconds, 1e-9), details=details)
+                      samples_per_second=examples * epochs / max(seconds, 1e-9), details=details, history=evaluations,
+                      best=early_stopping_record(trainer, config, watched_metric(config)[0] or ""))
 
 
 def train_cached_head(module: nn.Module, dataset: Any, cache: Any, key: str, options: Any, config: RunConfig, *,
                       device: str, workdir: Path, callbacks: list | None, examples: int, inputs: dict[str, int],
-                      collator: Any = None) -> TrainStats:
+                      collator: Any = None, validate: Callable[[], dict[str, float]] | None = None) -> TrainStats:
     """:func:`train_head_module` then :func:`head_train_stats`: what every kind ends with."""
     epoch_seconds: list[float] = []
     trainer, output, seconds = train_head_module(module, dataset, options, config, device=device, workdir=workdir,
-                                                 epoch_seconds=epoch_seconds, callbacks=callbacks, collator=collator)
+                                                 epoch_seconds=epoch_seconds, callbacks=callbacks, collator=collator,
+                                                 validate=validate)
     return head_train_stats(cache, key, options, trainer, output, seconds, epoch_seconds, config,
                             examples=examples, inputs=inputs)
