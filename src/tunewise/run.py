@@ -366,7 +366,15 @@ def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str 
         load = task.load_trained if isinstance(task, LoadsTrained) else task.load_model  # no random classifier head
         loaded = load(cfg, pick_device(cfg.train.device))
     result = task.evaluate(loaded, data, cfg)
-    return {"model": cfg.model or task.spec.default_model, "metrics": result.metrics,
+    intervals: dict[str, Any] = {}
+    if isinstance(result, HasItems):  # how far each score on this evaluation set can be trusted (bootstrap, BCa)
+        from tunewise.folds import mean_interval
+
+        intervals = {name: mean_interval(list(values), cfg) for name, values in result.items.items() if name in result.metrics}
+        for name, (codes, statistic) in getattr(result, "resampled", {}).items():  # macro F1: not a mean of items
+            if name in result.metrics and name not in intervals:
+                intervals[name] = mean_interval(list(codes), cfg, statistic)
+    return {"model": cfg.model or task.spec.default_model, "metrics": result.metrics, "intervals": intervals,
             "seconds": result.seconds, "examples": result.examples, "data": task.data_report(data)}
 
 

@@ -188,3 +188,14 @@ def test_image_classification_folds_keep_a_copied_image_on_one_side_and_final_fi
     assert m["final_fit"]["train_examples"] == 13 and (out / "model.safetensors").is_file()
     report = json.loads((out / "classification_report.json").read_text())
     assert report == {"before": None, "after": None}  # no fold's held-out scores are passed off as the final model's
+
+
+def test_evaluate_gives_each_metric_a_bootstrap_interval(tiny_st_model, pairs_file):
+    """`tunewise evaluate` (one split): each score with how far to trust it on this evaluation set."""
+    runner = CliRunner()
+    argv = ["evaluate", "--train", str(pairs_file), "--model", tiny_st_model]
+    shown = runner.invoke(app, argv)
+    assert shown.exit_code == 0 and "95% CI" in shown.output, shown.output
+    data = json.loads(runner.invoke(app, [*argv, "--json"]).stdout)
+    ci = data["intervals"]["mrr@20"]
+    assert ci["low"] <= data["metrics"]["mrr@20"] <= ci["high"] and ci["n"] > 1

@@ -131,8 +131,13 @@ def evaluate(
     table = Table(title=f"{result['model']}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    intervals = result.get("intervals") or {}
+    level = next((f"{i['confidence'] * 100:g}% CI" for i in intervals.values()), "CI")
+    table.add_column(level, justify="right")
     for name, value in result["metrics"].items():
-        table.add_row(name, f"{value:.4f}")
+        ci = intervals.get(name) or {}
+        bounds = f"{ci['low']:.4f} to {ci['high']:.4f}" if ci.get("low") is not None and ci.get("high") is not None else ""
+        table.add_row(name, f"{value:.4f}", bounds)
     console.print(table)
     held_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["data"].items() if k.startswith("eval_"))
     console.print(f"{held_out}; {result['seconds']:.1f} s")

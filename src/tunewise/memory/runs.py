@@ -60,6 +60,10 @@ def _seq_len(cfg: RunConfig, model: Any, data: Any = None) -> int:
         if encoded and not cfg.llm.packing:
             return min(int(cfg.llm.max_length), max(len(e.input_ids) for e in encoded))
         return int(cfg.llm.max_length)
+    if sequence == "labels":  # seq2seq: the decoder's tokens are the longest training label (speech transcripts)
+        labels = getattr(data, "train_labels", None)
+        if labels:
+            return max(len(label) for label in labels)
     if sequence == "texts":
         limit = int(cfg.train.max_seq_length or getattr(model, "max_seq_length", 0) or 512)
         return _longest_text(model, data, limit) or limit

@@ -78,7 +78,8 @@ class MemoryProfile:
             ``contrastive``, else 1).
         sequence: where the sequence length comes from: ``texts`` (the longest training
             texts), ``lm`` (``llm.max_length`` or the longest encoded example), ``image``
-            (``image.size``) or ``model`` (``train.max_seq_length`` or the model's limit).
+            (``image.size``), ``labels`` (the longest training label: a seq2seq decoder's
+            tokens) or ``model`` (``train.max_seq_length`` or the model's limit).
         arch_from: ``path`` reads the architecture from the model's folder or hub config;
             ``model`` from the loaded model's ``config`` (models built in code, GGUF).
     """

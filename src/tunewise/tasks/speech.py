@@ -225,7 +225,7 @@ class SpeechRecognitionTask:
         default_strategy="full",
         refused={"head": "Whisper's output is a token sequence from its decoder: no frozen backbone output can be cached "
                          "for a small head; use partial (frozen encoder), lora, qlora or full"},
-        memory=MemoryProfile(step="speech", sequence="model", arch_from="path"),
+        memory=MemoryProfile(step="speech", sequence="labels", arch_from="path"),
         default_model=PACKAGED_LABEL,
         lora_all_linear=True,  # q/k/v/out_proj and fc1/fc2 of both stacks (peft's Whisper default is q/v only)
         general_domain=GENERAL_DOMAIN,

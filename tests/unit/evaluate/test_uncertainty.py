@@ -160,3 +160,4 @@ def test_lower_is_better_interval_is_of_the_improvement():
     assert 0 < up["rel_low"] <= up["relative"] <= up["rel_high"]
     assert up["p_value"] == raw["p_value"]
     assert "reduction" in p_value_line("wer", up)
+

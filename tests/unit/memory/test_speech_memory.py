@@ -127,3 +127,14 @@ def test_task_profile_names_the_speech_step():
 
     assert TASKS.get("asr").spec.memory.step == "speech"
     assert step_model("speech").families == ("audio-seq2seq",)
+
+
+def test_fit_estimates_the_decoder_at_the_longest_training_transcript():
+    """A seq2seq task's decoder tokens are its longest training label, not the model's 448-token limit."""
+    from types import SimpleNamespace
+
+    from tunewise.config import load_config
+    from tunewise.memory.runs import _seq_len
+
+    cfg = load_config(None, values={"task": "asr"})
+    assert _seq_len(cfg, None, SimpleNamespace(train_labels=[[1, 2, 3], [1] * 7])) == 7
