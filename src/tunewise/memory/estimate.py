@@ -152,6 +152,7 @@ def estimate(
     overhead_bytes: int | None = None,
     lora_dropout: float = DEFAULT_LORA_DROPOUT,
     fused_lm_head: bool = True,
+    cached_clips: int = 0,
 ) -> MemoryEstimate:
     """Estimate the peak memory of one training step (see the module docstring for the model).
 
@@ -184,6 +185,7 @@ def estimate(
         fused_lm_head: causal LM loss through TRL's fused LM head, as tunewise trains it (the
             vocabulary in tiles, no logits kept); False: the model's own loss over full logits.
             On CUDA both are counted as full logits (TRL's Triton kernel needs less; not measured).
+        cached_clips: speech: clips whose frozen encoder's outputs are kept for the whole run.
 
     Returns:
         A :class:`MemoryEstimate`.
@@ -198,7 +200,7 @@ def estimate(
         return own(spec, strategy=strategy, precision=precision, optimizer=optimizer, batch_size=batch_size,
                    seq_len=seq_len, gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank,
                    lora_targets=lora_targets, lora_dropout=lora_dropout, trainable_layers=trainable_layers,
-                   device=device, overhead_bytes=overhead_bytes)
+                   device=device, overhead_bytes=overhead_bytes, cached_clips=cached_clips)
     step_def, strategy, precision, lora_targets = _validate(
         spec, step, strategy, precision, optimizer, batch_size, seq_len, lora_rank, num_labels, image_size, overhead_bytes,
         lora_targets, lora_dropout)

@@ -165,6 +165,8 @@ def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> d
         settings["texts_per_example"] = profile.texts_per_example
     if profile.sequence == "image":
         settings["image_size"] = int(cfg.image.size)
+    if callable(extra := getattr(data, "memory_settings", None)):  # what only the task's data knows (speech: cached clips)
+        settings.update(extra(cfg, model))
     return settings
 
 

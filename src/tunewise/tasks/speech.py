@@ -59,6 +59,13 @@ class SpeechData:
     report: dict[str, Any] = field(default_factory=dict)
     validation: list[Any] = field(default_factory=list)  # carved from train when the run early-stops
 
+    def memory_settings(self, config: RunConfig, model: Any) -> dict[str, Any]:
+        """The memory estimate's extra: the frozen encoder's outputs kept for every training and held-out clip."""
+        from tunewise.tasks.speech_batches import encoder_frozen
+
+        cached = config.speech.cache_encoder and not config.speech.augment().enabled and encoder_frozen(model)
+        return {"cached_clips": len(self.train) + len(self.eval) + len(self.validation) if cached else 0}
+
 
 # ---- the checkpoint: source, kind, language rules ---------------------------------------------
 

@@ -138,3 +138,20 @@ def test_fit_estimates_the_decoder_at_the_longest_training_transcript():
 
     cfg = load_config(None, values={"task": "asr"})
     assert _seq_len(cfg, None, SimpleNamespace(train_labels=[[1, 2, 3], [1] * 7])) == 7
+
+
+def test_fit_counts_the_cached_encoder_outputs_of_every_clip():
+    """With the encoder frozen and cached, the run keeps E x h floats per clip: the preflight counts them."""
+    from types import SimpleNamespace
+
+    from tunewise.config import load_config
+    from tunewise.memory.estimate import estimate
+    from tunewise.memory.runs import run_settings
+
+    spec = load_arch(DATA / "whisper-medium")
+    same = {"step": "speech", "strategy": "partial", "batch_size": 2, "seq_len": 40}
+    grown = estimate(spec, **same, cached_clips=100).total_bytes - estimate(spec, **same).total_bytes
+    assert grown == pytest.approx(4 * 100 * 1500 * 1024, rel=0.01)  # 1,500 encoder positions x d_model 1,024, fp32
+    data = SimpleNamespace(train_labels=[[1] * 9], memory_settings=lambda cfg, model: {"cached_clips": 7})
+    settings = run_settings(load_config(None, values={"task": "asr"}), None, "cpu", data)
+    assert settings["cached_clips"] == 7 and settings["seq_len"] == 9
