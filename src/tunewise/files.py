@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -83,3 +84,32 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write strict JSON atomically (non-finite numbers become null; other objects their str)."""
     text = json.dumps(finite_json(data), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n"
     return write_text(path, text)
+
+
+def staging_folder(target: Path) -> Path:
+    """A fresh empty folder beside ``target`` to build it in (unique per call, so parallel builds don't collide)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+
+
+def publish_folder(staged: Path, target: Path) -> Path:
+    """Move a finished ``staged`` folder to ``target`` (renames: readers never see a half-built folder).
+
+    An existing ``target`` (an older or interrupted build) is moved aside and removed; when a
+    parallel build published first, that one is kept and ``staged`` is removed.
+    """
+    aside = None
+    if target.exists():
+        aside = staging_folder(target)
+        try:
+            target.rename(aside / "old")
+        except OSError:
+            pass
+    os.chmod(staged, 0o777 & ~umask())  # mkdtemp made it private; published folders get the usual permissions
+    try:
+        staged.rename(target)
+    except OSError:  # another process published its own build in between
+        shutil.rmtree(staged, ignore_errors=True)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return target

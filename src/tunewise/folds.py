@@ -32,6 +32,7 @@ from rich.console import Console
 from tunewise.config import RunConfig, dump_config
 from tunewise.data.folds import OPTION, FoldSplits
 from tunewise.errors import TunewiseError
+from tunewise.evaluate.uncertainty import mean_interval
 
 
 def fold_splits(task: Any, cfg: RunConfig, k: int | None = None) -> FoldSplits:
@@ -399,30 +400,6 @@ def evaluate_folds(cfg: RunConfig, *, model: str | None = None, console: Console
             "seconds": seconds, "examples": [], "data": {"folds": cfg.eval.folds, "groups": splits.groups},
             "folds": {"k": cfg.eval.folds, "grouping": splits.grouping, "rows": rows, "summary": summary,
                       "pooled": intervals}}
-
-
-def mean_interval(items: list[float], cfg: RunConfig, statistic: Any = None) -> dict[str, Any]:
-    """Bootstrap interval of a metric over pooled items (one model: not paired), scipy's BCa."""
-    import warnings
-
-    import numpy as np
-    from scipy import stats
-
-    data = np.asarray(items, dtype=float)
-    stat = statistic or (lambda x, axis=-1: np.mean(x, axis=axis))
-    value = float(stat(data))
-    out = {"n": len(data), "value": value, "low": None, "high": None, "confidence": cfg.eval.confidence,
-           "resamples": cfg.eval.resamples}
-    if len(data) < 2 or np.all(data == data[0]):
-        return out
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore")
-        res = stats.bootstrap((data,), stat, n_resamples=cfg.eval.resamples, confidence_level=cfg.eval.confidence,
-                              vectorized=True, axis=-1, method="BCa", rng=cfg.seed)
-    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if np.isfinite(low) and np.isfinite(high):
-        out.update(low=low, high=high)
-    return out
 
 
 # -- the budget planner with folds: folds replace seeds as the repetition unit -----------------------

@@ -368,7 +368,7 @@ def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str 
     result = task.evaluate(loaded, data, cfg)
     intervals: dict[str, Any] = {}
     if isinstance(result, HasItems):  # how far each score on this evaluation set can be trusted (bootstrap, BCa)
-        from tunewise.folds import mean_interval
+        from tunewise.evaluate.uncertainty import mean_interval
 
         intervals = {name: mean_interval(list(values), cfg) for name, values in result.items.items() if name in result.metrics}
         for name, (codes, statistic) in getattr(result, "resampled", {}).items():  # macro F1: not a mean of items

@@ -328,7 +328,7 @@ def _build_corpus(folder: Path, progress: Callable[[int, int], None] | bool | No
             for voice in rng.sample(VOICES, voicings):
                 jobs.append((split, len([j for j in jobs if j[0] == split]), sentence, voice, rng.randint(150, 200), rng.randint(35, 65)))
 
-    from tunewise.models.whisper import publish_folder, staging_folder
+    from tunewise.files import publish_folder, staging_folder
 
     tmp = staging_folder(folder)
     for split in ("train", "eval"):
@@ -445,7 +445,7 @@ def _copy_librivox(source: Path, target: Path) -> Path:
         match = re.match(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\(([^()]+)\)\s*$", line)
         if match and (source / f"{match.group(2)}.wav").is_file():
             rows.append((f"{match.group(2)}.wav", match.group(1).strip()))
-    from tunewise.models.whisper import publish_folder, staging_folder
+    from tunewise.files import publish_folder, staging_folder
 
     tmp = staging_folder(target)
     for name, _ in rows:

