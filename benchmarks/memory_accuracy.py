@@ -103,6 +103,9 @@ CPU_ROWS = [
     dict(model="smollm2", strategy="lora", batch_size=2, seq_len=512),
     dict(model="smollm2", strategy="qlora", batch_size=4, seq_len=256),
     dict(model="smollm2", strategy="qlora", batch_size=8, seq_len=256, gradient_checkpointing=True),
+    # CPU bf16 autocast (train.precision auto on CPUs with avx512_bf16 / AMX), added 2026-11-27
+    dict(model="minilm", strategy="full", batch_size=16, seq_len=128, precision="bf16"),
+    dict(model="minilm", strategy="full", batch_size=32, seq_len=128, precision="bf16"),
 ]
 GPU_ROWS = [
     dict(model="minilm", strategy="full", batch_size=64, seq_len=128),
@@ -241,9 +244,11 @@ def _run_encoder_cpu(row: dict, peak_cls) -> dict:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     before = _rss()
     losses = []
+    autocast = row.get("precision") == "bf16"  # tunewise: bf16 autocast on CPUs with native bf16
     with peak_cls("cpu") as peak:
         for features in batches:
-            loss = loss_fn(features, None)
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = loss_fn(features, None)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -256,7 +261,7 @@ def _run_causal_lm(row: dict, peak_cls, device: str) -> dict:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     dtype_kw = {}
-    qlora_as_tunewise = row["strategy"] == "qlora" and (device == "cpu" or row.get("prepared"))
+    qlora_as_tunewise = row["strategy"] == "qlora" and bool(device == "cpu" or row.get("prepared"))
     if device == "cpu":
         from tunewise.models.smollm import packaged_smollm2_path
 
@@ -291,7 +296,7 @@ def _run_causal_lm(row: dict, peak_cls, device: str) -> dict:
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, vocab, (row["batch_size"], row["seq_len"]), generator=gen).to(device) for _ in range(STEPS)]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    autocast = row.get("precision") == "bf16" or (qlora_as_tunewise and device != "cpu")  # tunewise: bf16 autocast on CUDA
+    autocast = bool(row.get("precision") == "bf16" or (qlora_as_tunewise and device != "cpu"))  # tunewise: bf16 autocast on CUDA
     before = _rss()
     losses = []
     with peak_cls(device) as peak:

@@ -350,7 +350,7 @@ def _clock_class() -> type:
 
         def on_step_end(self, args, state, control, **kwargs):
             now = time.monotonic()
-            if now - self.last_beat >= HEARTBEAT_SECONDS:
+            if now - self.last_beat >= HEARTBEAT_SECONDS and state.is_world_process_zero:
                 self.last_beat = now
                 write_json(self.folder / HEARTBEAT_FILE, {"step": state.global_step, "train_seconds": round(self.seconds(), 3)})
             if self.every.unit == "minutes" and now - self.last_save >= self.every.value * 60:

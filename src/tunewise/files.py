@@ -113,3 +113,21 @@ def publish_folder(staged: Path, target: Path) -> Path:
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
     return target
+
+
+def inside_root(root: Path, value: str, where: str, *, kind: str, fix: str) -> Path:
+    """``root / value`` resolved (symlinks followed); it must stay inside ``root``.
+
+    Args:
+        kind: what the path names, for the message ("image", "audio").
+        fix: how to fix it, for the message.
+
+    Raises:
+        TunewiseError: the path escapes the root.
+    """
+    from tunewise.errors import TunewiseError
+
+    path = (root / value).resolve()
+    if not path.is_relative_to(root):
+        raise TunewiseError(f"{where}: {kind} path '{value}' is outside the data root {root}; {fix}")
+    return path

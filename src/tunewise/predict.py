@@ -52,16 +52,26 @@ class Predictor:
         apply: a batch of inputs and ``top_k`` -> one dict per input (classifiers, generation).
         encode: a batch of inputs -> unit-norm embeddings, a float tensor ``(n, d)`` (encoders;
             with a corpus, :func:`predict` searches it).
+        corpus: the corpus side when it is another modality than the inputs (CLIP: captions
+            search images); its own columns, modality and ``encode`` into the same space.
     """
 
     columns: tuple[str, ...]
     modality: str = "text"
     apply: Callable[[list[Any], int], list[dict[str, Any]]] | None = None
     encode: Callable[[list[Any]], Any] | None = None
+    corpus: Predictor | None = None
 
     def __post_init__(self) -> None:
         if (self.apply is None) == (self.encode is None):
             raise ValueError("Predictor: give exactly one of apply or encode")
+        if self.corpus is not None and (self.encode is None or self.corpus.encode is None):
+            raise ValueError("Predictor: a corpus side needs encoders on both sides")
+
+    @property
+    def corpus_side(self) -> Predictor:
+        """What reads and encodes ``--corpus``: the corpus side, else the inputs' own."""
+        return self.corpus or self
 
 
 @runtime_checkable
@@ -288,7 +298,8 @@ def predict(run_dir: str | Path, inputs: str | Path | Sequence[Any], *, corpus: 
         values, used = read_inputs(inputs, predictor, column=column)
         if out is not None and out.suffix == ".npy" and predictor.encode is None:
             raise TunewiseError(f"--output: .npy holds embeddings; the {run.config.task} model returns rows: use .jsonl or .csv")
-        docs = read_inputs(corpus, predictor, option="--corpus")[0] if corpus is not None else None
+        side = predictor.corpus_side
+        docs = read_inputs(corpus, side, option="--corpus")[0] if corpus is not None else None
         if predictor.apply is not None:
             rows = [row for batch in _batches(values, batch_size, "predicting", progress)
                     for row in _rows(batch, predictor.apply(batch, top_k), used)]
@@ -298,7 +309,7 @@ def predict(run_dir: str | Path, inputs: str | Path | Sequence[Any], *, corpus: 
 
             vectors = torch.cat([predictor.encode(b).float().cpu() for b in _batches(values, batch_size, "encoding", progress)])
             if docs is not None:
-                doc_vectors = torch.cat([predictor.encode(b).float().cpu()
+                doc_vectors = torch.cat([side.encode(b).float().cpu()
                                          for b in _batches(docs, batch_size, "encoding the corpus", progress)])
                 rows = search_rows(values, vectors, docs, doc_vectors, top_k, used)
             else:

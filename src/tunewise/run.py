@@ -27,14 +27,16 @@ from typing import Any
 from rich.console import Console
 
 from tunewise.budget.roi import metric_direction, relative_improvement
-from tunewise.checkpoints import latest_checkpoint, open_work_folder, plan_resume, remove_work_folder
+from tunewise.checkpoints import latest_checkpoint, open_work_folder, parse_every, plan_resume, remove_work_folder
 from tunewise.config import RunConfig, dump_config, load_config
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.uncertainty import HasItems, gain_intervals, p_value_line
+from tunewise.flops import TokenCounter, run_flops
 from tunewise.memory.measure import PeakMemory
 from tunewise.memory.runs import choose_cpu_allocator, memory_block, preflight_run
 from tunewise.models.loading import pick_device, resolve_model
 from tunewise.outputs import check_output_dir, library_versions, model_card, staged_dir, write_json, write_text
+from tunewise.precision import run_precision
 from tunewise.strategies import StrategyInfo, count_params, resolve_strategy
 from tunewise.strategies.base import (
     eval_model,
@@ -153,6 +155,9 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     task, strategy, options = check_config(cfg)
     out = check_output_dir(cfg.output_dir, cfg.overwrite)
     checkpoints = plan_resume(out, cfg, resume=resume, overwrite=cfg.overwrite)  # a changed config is refused here
+    if distributed() and checkpoints.enabled and parse_every(cfg.train.checkpoint_every).unit == "minutes":
+        raise TunewiseError("train.checkpoint_every: every N minutes would let the ranks of a distributed run save at "
+                            "different steps; use epoch or a number of steps with torchrun / accelerate launch")
     if cfg.train.early_stopping_patience is not None:
         stopping_metric(cfg)  # a metric the task does not report fails before any work
     device = pick_device(cfg.train.device)
@@ -176,10 +181,12 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
         model = task.load_model(cfg, device)
     if not is_main_process():
         # torchrun / accelerate launch: other ranks only take part in (distributed) training;
-        # rank 0 evaluates, saves and publishes.
+        # rank 0 evaluates, saves and publishes. All ranks checkpoint into the run's work folder,
+        # which rank 0 opens (ranks_meet) before anyone trains.
         model = strategy.prepare(model, task, options, cfg)
+        shared = ranks_meet(checkpoints)
         with tempfile.TemporaryDirectory() as workdir:
-            train_with_strategy(strategy, options, task, model, data, cfg, workdir=Path(workdir), callbacks=callbacks)
+            train_with_strategy(strategy, options, task, model, data, cfg, workdir=shared or Path(workdir), callbacks=callbacks)
         return RunResult(out, {})
     console.print("evaluating the pre-trained model")
     before = evaluate_before(task, model, data, cfg, strategy, options)
@@ -193,14 +200,20 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     allocator, estimate = choose_cpu_allocator(cfg, estimate, device)
     if estimate is not None:
         console.print(f"memory: estimated peak {estimate.total_bytes / 2**20:,.0f} MiB on {device}")
-    console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}")
+    console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}, "
+                  f"{run_precision(cfg, device)}")
     for note in checkpoints.notes:
         console.print(f"[yellow]checkpoints:[/] {note}")
 
-    with staged_dir(out) as staging, track_fit(cfg, staging, out, console) as tracker, training_console(console):
-        workdir = open_work_folder(checkpoints, cfg) or staging / "_checkpoints"
+    resume_from = checkpoints.folder if checkpoints.resumed else None
+    with staged_dir(out) as staging, track_fit(cfg, staging, out, console, resume_from=resume_from) as tracker, \
+            training_console(console):
+        workdir = open_work_folder(checkpoints, cfg)
+        ranks_meet(checkpoints, workdir)
+        tracker.remember(workdir)
+        workdir = workdir or staging / "_checkpoints"
         try:
-            with PeakMemory(device) as peak:
+            with PeakMemory(device) as peak, TokenCounter(task.modules(model)) as seen:
                 stats, hooks = train_with_strategy(strategy, options, task, model, data, cfg, workdir=workdir,
                                                    callbacks=[*(callbacks or []), *tracker.callbacks])
         except BaseException as err:
@@ -246,6 +259,9 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
                 "epochs": stats.epochs,
                 "samples_per_second": round(stats.samples_per_second, 3),
                 "device": device,
+                "precision": run_precision(cfg, device),  # what train.precision resolved to (tunewise.precision)
+                # model FLOPs per sample, achieved vs a measured peak, MFU (tunewise.flops); None: not counted
+                "flops": run_flops(task, model, stats, seen.tokens, device, run_precision(cfg, device)),
                 "history": stats.history,
                 "best": stats.best,
             },
@@ -329,7 +345,8 @@ def train_with_strategy(strategy: Any, options: Any, task: Any, model: Any, data
     callbacks = [DivergenceGuard(), *(callbacks or [])]  # a diverged run stops here, before any result is written
     stats = strategy_train(strategy, model, task, data, options, cfg, workdir=workdir, callbacks=callbacks)
     if stats is not None:
-        return stats, ({"details": stats.details} if stats.details else {})
+        own = {"details": stats.details} if stats.details else {}
+        return stats, ({**own, "levers": stats.details["levers"]} if stats.details.get("levers") else own)
     groups = strategy_param_groups(strategy, model, task, options, cfg)
     extra_callbacks = strategy_callbacks(strategy, model, task, options, cfg)
     stats = task.train(model, data, cfg, workdir=workdir, callbacks=[*callbacks, *extra_callbacks],
@@ -341,6 +358,8 @@ def train_with_strategy(strategy: Any, options: Any, task: Any, model: Any, data
     unfreezing = [cb.log for cb in extra_callbacks if hasattr(cb, "log")]
     if unfreezing:
         hooks["unfreezing"] = unfreezing[0]
+    if stats.details.get("levers"):  # what the data levers did and cost (tunewise.data.training_rows)
+        hooks["levers"] = stats.details["levers"]
     return stats, hooks
 
 
@@ -376,6 +395,31 @@ def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str 
                 intervals[name] = mean_interval(list(codes), cfg, statistic)
     return {"model": cfg.model or task.spec.default_model, "metrics": result.metrics, "intervals": intervals,
             "seconds": result.seconds, "examples": result.examples, "data": task.data_report(data)}
+
+
+def distributed() -> bool:
+    """A torchrun / accelerate launch of several processes."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def ranks_meet(plan: Any, opened: Path | None = None) -> Path | None:
+    """Distributed runs: every rank waits here until rank 0 has opened the run's work folder.
+
+    Rank 0 passes the folder it opened (None: checkpoints are off); the others get it back. The
+    Trainer then saves each checkpoint there (weights and optimizer from rank 0, every rank's RNG
+    state) and ``--resume`` continues all ranks from the same one. Single-process runs return
+    ``opened`` at once.
+    """
+    if not distributed():
+        return opened
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()  # the process group the Trainer would open anyway
+    if is_main_process():
+        return opened
+    from tunewise.checkpoints import is_work_folder
+
+    return plan.folder if is_work_folder(plan.folder) else None  # rank 0 removed it when checkpoints are off
 
 
 def is_main_process() -> bool:

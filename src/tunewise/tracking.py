@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import time
@@ -54,6 +55,7 @@ TRACKERS: dict[str, tuple[tuple[str, ...], str]] = {
     "azure_ml": (("azureml.core",), "pip install azureml-core"),
 }
 TENSORBOARD_DIR = "runs"  # in the run folder, as the Trainer names its TensorBoard folder
+TRACKERS_FILE = "tunewise-trackers.json"  # in a run's work folder: the runs --resume continues
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +236,7 @@ class RunTracker:
     tensorboard_dir: Path | None = None
     wandb_run: Any = None
     wandb_owned: bool = False
+    resume_from: Path | None = None  # an interrupted run's work folder: its tracked runs continue
     _env: dict[str, str | None] = field(default_factory=dict)
 
     @property
@@ -252,7 +255,11 @@ class RunTracker:
             try:
                 if experiment := os.environ.get("MLFLOW_EXPERIMENT_NAME"):
                     mlflow.set_experiment(experiment)
-                run = mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None)
+                earlier = self._earlier_run("mlflow_run_id")
+                if earlier is not None:  # --resume: the interrupted attempt's run goes on (one run, one curve)
+                    run = mlflow.start_run(run_id=earlier, nested=mlflow.active_run() is not None)
+                else:
+                    run = mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None)
             except mlflow.exceptions.MlflowException as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise TunewiseError(f"train.report_to: mlflow could not open a run in {mlflow.get_tracking_uri()} ({first}); "
@@ -269,6 +276,33 @@ class RunTracker:
             self.wandb_owned = wandb.run is None  # a run the caller opened is theirs to finish
             self.wandb_run = wandb.run or wandb.init(name=name, config={"tunewise": self.config})
         self.seconds += time.perf_counter() - began
+
+    def _earlier_run(self, key: str) -> str | None:
+        """The interrupted attempt's run id (``--resume``), if its tracker still knows it."""
+        if self.resume_from is None or not (self.resume_from / TRACKERS_FILE).is_file():
+            return None
+        try:
+            value = json.loads((self.resume_from / TRACKERS_FILE).read_text(encoding="utf-8")).get(key)
+        except ValueError:
+            return None
+        if not isinstance(value, str) or not value:
+            return None
+        if key == "mlflow_run_id":
+            import mlflow
+
+            try:
+                mlflow.MlflowClient().get_run(value)
+            except mlflow.exceptions.MlflowException:  # another tracking store, or the run was deleted: start a new one
+                return None
+        return value
+
+    def remember(self, work_folder: Path | None) -> None:
+        """Note the tracked runs in the run's work folder, so that ``--resume`` continues them."""
+        if work_folder is None or self.mlflow_run_id is None:
+            return
+        from tunewise.files import write_json
+
+        write_json(Path(work_folder) / TRACKERS_FILE, {"mlflow_run_id": self.mlflow_run_id})
 
     def finish(self, metrics: dict[str, Any]) -> None:
         """Write the training curve into the run folder and log the run's numbers and files.
@@ -353,7 +387,8 @@ class RunTracker:
 
 
 @contextlib.contextmanager
-def track_fit(config: RunConfig, run_dir: Path, published: Path, console: Console | None = None) -> Iterator[RunTracker]:
+def track_fit(config: RunConfig, run_dir: Path, published: Path, console: Console | None = None, *,
+              resume_from: Path | None = None) -> Iterator[RunTracker]:
     """Open the run's trackers for the block; ``tracker.finish(metrics)`` inside it logs the results.
 
     With no tracker named, only the training curve is written (by ``finish``).
@@ -362,8 +397,11 @@ def track_fit(config: RunConfig, run_dir: Path, published: Path, console: Consol
         run_dir: the folder the run's files are written to (the staging folder).
         published: the output folder they will be published as.
         console: where the line naming the tracked run goes.
+        resume_from: ``--resume``: the interrupted run's work folder; the MLflow run it opened
+            continues (:meth:`RunTracker.remember` noted it there).
     """
-    tracker = RunTracker(list(config.train.report_to), Path(run_dir), Path(published), config.to_dict(), console)
+    tracker = RunTracker(list(config.train.report_to), Path(run_dir), Path(published), config.to_dict(), console,
+                         resume_from=resume_from)
     status = "FAILED"
     try:
         tracker.start()

@@ -72,17 +72,24 @@ def general_dataset(path: str | None = None, *, seed: int = 42, max_queries: int
 
 
 def sweep(base, finetuned, in_domain: IRDataset, general: IRDataset, eval_cfg: EvalConfig, alphas: list[float],
-          max_forgetting: float = DEFAULT_MAX_FORGETTING, console: Console | None = None) -> dict[str, Any]:
+          max_forgetting: float = DEFAULT_MAX_FORGETTING, console: Console | None = None, precision: str = "fp32") -> dict[str, Any]:
     """Score every blend in-domain and on the general set; pick alpha by the rule.
 
     Args:
         base, finetuned: models of the same architecture (SentenceTransformers); ``finetuned``
             is used as the working copy and restored before returning.
+        precision: the run's evaluation precision (:func:`tunewise.precision.run_precision`), so
+            that alpha 1 scores what the run's own evaluation scored.
 
     Returns:
         ``{"metric", "rule", "max_forgetting", "rows": [{alpha, in_domain, general, forgetting}], "chosen"}``.
     """
-    from tunewise.evaluate.retrieval import evaluate_retrieval
+    from tunewise.evaluate.retrieval import evaluate_retrieval as plain
+    from tunewise.precision import inference_autocast, model_device
+
+    def evaluate_retrieval(model, data, cfg, show_progress=False):
+        with inference_autocast(precision, model_device(model)):
+            return plain(model, data, cfg, show_progress=show_progress)
 
     alphas = check_alphas(alphas, option="--alphas")
     if not 0.0 <= max_forgetting <= 1.0:
@@ -168,7 +175,10 @@ def after_run(task: Any, config: RunConfig, data: Any, model_dir: Path, options:
     general, described = general_dataset(options.general_data, seed=config.seed, option="strategy.general_data")
     base = task.load_model(config, device)
     tuned = load_sentence_transformer(str(model_dir), device=device, max_seq_length=config.train.max_seq_length)
-    result = sweep(base, tuned, data.eval, general, config.eval, options.interpolate, options.max_forgetting, console)
+    from tunewise.precision import run_precision
+
+    result = sweep(base, tuned, data.eval, general, config.eval, options.interpolate, options.max_forgetting, console,
+                   precision=run_precision(config, device))
     return {**result, "general": described}
 
 
@@ -211,8 +221,10 @@ def interpolate_run(run_dir: str | Path, *, alphas: list[float] | None = None, m
     device = pick_device(cfg.train.device)
     base = task.load_model(cfg, device)
     tuned = load_sentence_transformer(str(run), device=device, max_seq_length=cfg.train.max_seq_length)
-    result = {**sweep(base, tuned, data.eval, general_ds, cfg.eval, alphas, max_forgetting, console),
-              "general": described, "run": str(run)}
+    from tunewise.precision import run_precision
+
+    result = {**sweep(base, tuned, data.eval, general_ds, cfg.eval, alphas, max_forgetting, console,
+                      precision=run_precision(cfg, device)), "general": described, "run": str(run)}
     if out is not None:
         alpha = result["chosen"]["alpha"]
         tuned.load_state_dict(interpolate_state_dicts(base.state_dict(), tuned.state_dict(), alpha))

@@ -273,3 +273,31 @@ def test_checkpoint_every_minutes_saves_on_the_clock(tiny_st_model, pairs_file, 
     point = latest_checkpoint(work_folder(tmp_path / "r"), remove_broken=False)
     assert point.checkpoint is not None and point.step == saved[-1]
     assert len(list(work_folder(tmp_path / "r").glob("checkpoint-*"))) <= 2  # train.keep_checkpoints
+
+
+def test_interrupted_image_run_resumes_with_the_same_augmentations(tiny_resnet, tmp_path):
+    """Random crops, flips and jitter come from the checkpointed stream: the resumed run ends bit-identical."""
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(0)
+    root = tmp_path / "imgs"
+    for label, colour in {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}.items():
+        (root / label).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (24 + i, 24), tuple(c + rng.randint(-25, 25) for c in colour)).save(root / label / f"{i}.png")
+
+    def cfg(out):
+        return load_config(None, ["task=image-classification", f"model={tiny_resnet}", f"data.train={root}", f"output_dir={out}",
+                                  "image.size=32", "train.epochs=2", "train.batch_size=6", "train.learning_rate=1e-3",
+                                  "data.eval_fraction=0.25", "eval.examples=0"])
+
+    whole = tunewise.fit(cfg(tmp_path / "whole"))
+    with pytest.raises(KeyboardInterrupt):
+        tunewise.fit(cfg(tmp_path / "cut"), callbacks=[_interrupt_after(2)])  # 2 steps an epoch: stops in the second
+    resumed = tunewise.fit(cfg(tmp_path / "cut"), resume=True)
+    assert resumed.metrics["resumed"]["from_step"] == whole.metrics["train"]["steps"] // 2 == 2
+    wa, wb = _weights(whole.output_dir), _weights(resumed.output_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert resumed.after == whole.after

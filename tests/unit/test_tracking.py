@@ -216,3 +216,29 @@ def test_an_mlflow_store_that_cannot_open_a_run_is_one_line(tmp_path, monkeypatc
     message = str(err.value)
     assert message.startswith("train.report_to: mlflow could not open a run in nosuchscheme://store (")
     assert "check MLFLOW_TRACKING_URI" in message and "\n" not in message
+
+
+def test_resumed_fit_continues_the_interrupted_mlflow_run(tiny_st_model, pairs_file, tmp_path, mlflow_store):
+    """Ctrl-C after the first epoch's checkpoint, then --resume: one MLflow run holds the whole curve."""
+    from transformers import TrainerCallback
+
+    client, experiment = mlflow_store
+
+    class Interrupt(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step > 6:
+                raise KeyboardInterrupt
+
+    cfg = config(tiny_st_model, pairs_file, tmp_path, "train.report_to=[mlflow]")
+    with pytest.raises(KeyboardInterrupt):
+        tunewise.fit(cfg, callbacks=[Interrupt()])
+    (first,) = client.search_runs([experiment])
+    assert first.info.status == "KILLED"
+    result = tunewise.fit(config(tiny_st_model, pairs_file, tmp_path, "train.report_to=[mlflow]"), resume=True)
+    runs = client.search_runs([experiment])
+    assert [r.info.run_id for r in runs] == [first.info.run_id], "the resumed attempt logs into the same run"
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["after/mrr_20"] == pytest.approx(result.metrics["after"]["mrr@20"])
+    losses = sorted(h.step for h in client.get_metric_history(run.info.run_id, "loss"))
+    assert losses == [6, 12]  # epoch 1 from the first attempt, epoch 2 from the resumed one

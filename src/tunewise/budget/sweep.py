@@ -31,6 +31,7 @@ from rich.console import Console
 
 from tunewise.budget.advice import check_price_per_hour
 from tunewise.budget.grid import MIN_POINTS, check_grid, default_grid, nested_subsets
+from tunewise.budget.intervals import point_items
 from tunewise.budget.roi import BudgetPoint, check_knee_drop
 from tunewise.budget.store import ResultStore, config_fingerprint
 from tunewise.budget.timecurve import CurvePoint, TimeCurveCallback
@@ -38,6 +39,7 @@ from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
 
 SUBSET_SCHEME = "nested-prefix-v1"  # how indices are drawn; part of the store fingerprint
+INTERIM_SHARE = 0.2  # at most this share of a sweep's time goes to the reports written while it runs
 Progress = Callable[[int, int, str], None]  # (finished jobs, total jobs, what runs now)
 
 
@@ -55,11 +57,13 @@ class PointJob:
     indices: tuple[int, ...]
     epochs: float | None = None
     eval_steps: int | None = None
+    data_point: bool = False  # a time job whose last evaluation is also the data point (size, seed)
 
     @property
     def label(self) -> str:
         if self.kind == "time":
-            return f"time curve: {self.size} items, {self.epochs:g} epochs, seed {self.seed}"
+            also = " (also the data point)" if self.data_point else ""
+            return f"time curve: {self.size} items, {self.epochs:g} epochs, seed {self.seed}{also}"
         return f"{self.size} items, seed {self.seed}"
 
 
@@ -74,12 +78,21 @@ class SweepPlan:
     eval_steps: int | None
     time_seeds: int = 1
     warnings: list[str] = field(default_factory=list)
+    largest_seeds: int | None = None  # seeds at the largest size when it is all the data (None: ``seeds``)
+    time_from_largest: bool = False  # the time curve is the largest size's data run, evaluated every epoch
+
+    def seeds_at(self, size: int) -> int:
+        """Seeds planned at ``size``."""
+        if self.largest_seeds is not None and self.sizes and size == self.sizes[-1]:
+            return min(self.largest_seeds, self.seeds)
+        return self.seeds
 
     def fingerprint_part(self) -> dict[str, Any]:
         """Settings that change a point's value. Sizes and seeds are left out on purpose:
         a point does not depend on them, so a grid can grow and reuse its finished points."""
         time_part = None if self.time_size is None else {
-            "size": self.time_size, "epochs": self.time_epochs, "eval_steps": self.eval_steps}
+            "size": self.time_size, "epochs": self.time_epochs, "eval_steps": self.eval_steps,
+            **({"from_largest": True} if self.time_from_largest else {})}
         return {"subsets": SUBSET_SCHEME, "time": time_part}
 
 
@@ -166,6 +179,10 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as workdir:
         if job.kind == "time":
             def on_curve(cp: CurvePoint) -> None:
+                if cp.final and job.data_point:  # before the time point: a run killed in between runs again
+                    emit(BudgetPoint(job.size, job.seed, metric_before, cp.metric, cp.train_seconds + probe_seconds,
+                                     cp.eval_seconds, **same, extra={**base, "steps": cp.step, "epochs": cp.epoch,
+                                                                     "from_time_curve": True, "metrics": cp.metrics}))
                 emit(BudgetPoint(job.size, job.seed, metric_before, cp.metric, cp.train_seconds + probe_seconds, cp.eval_seconds,
                                  epoch=cp.epoch, kind="time", **same,
                                  extra={**base, "step": cp.step, "final": cp.final, "run_epochs": job.epochs,
@@ -183,18 +200,29 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     emit(BudgetPoint(job.size, job.seed, metric_before, float(after.metrics[primary]), float(stats.seconds) + probe_seconds,
                      float(after.seconds), **same, extra={**base, "steps": stats.steps, "epochs": stats.epochs,
                                                   "samples_per_second": round(stats.samples_per_second, 3),
-                                                  "metrics": after.metrics}))
+                                                  "metrics": after.metrics,
+                                                  # per-item scores: each size's paired interval (budget.intervals)
+                                                  **({"items": items} if (items := point_items(getattr(after, "items", None),
+                                                                                              primary, after.metrics[primary]))
+                                                     else {}),
+                                                  # what the data levers did and cost (tunewise.budget.levers prices it)
+                                                  **({"levers": stats.details["levers"]} if stats.details.get("levers") else {})}))
 
 
 def plan_sweep(n_available: int, cfg: RunConfig, *, sizes=None, seeds: int = 3, time_size: int | None = None,
                epochs: float | None = None, eval_steps: int | None = None, time_sweep: bool = True,
-               time_seeds: int = 1) -> SweepPlan:
+               time_seeds: int = 1, largest_seeds: int | None = None, time_from_largest: bool = False) -> SweepPlan:
     """Resolve the grid and the time sweep against the data that exists.
+
+    ``largest_seeds`` applies only where the largest size is all the data: every seed's nested
+    subset is then the same items, so its seeds differ in training noise only. ``time_from_largest``
+    makes the time curve the largest size's seed-0 data run (``train.epochs`` long), evaluated every
+    epoch: the time sweep then costs evaluations, not a training run.
 
     Raises:
         TunewiseError: naming the option (``--seeds``, ``--sizes``, ``--time-size``,
-            ``--epochs``, ``--eval-steps``) on bad values. Sizes above the data are capped
-            with a warning.
+            ``--epochs``, ``--eval-steps``, ``--largest-seeds``) on bad values. Sizes above the
+            data are capped with a warning.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise TunewiseError(f"--seeds: must be a whole number of at least 1; got {seeds!r}")
@@ -218,9 +246,26 @@ def plan_sweep(n_available: int, cfg: RunConfig, *, sizes=None, seeds: int = 3, 
             warnings.append(f"--time-size: {t_size} is larger than the {n_available} labeled items available; "
                             f"capped to {n_available}")
             t_size = n_available
+    if largest_seeds is not None:
+        if isinstance(largest_seeds, bool) or not isinstance(largest_seeds, int) or largest_seeds < 1:
+            raise TunewiseError(f"--largest-seeds: must be a whole number of at least 1; got {largest_seeds!r}")
+        if grid[-1] != n_available:
+            warnings.append(f"--largest-seeds: the largest size ({grid[-1]}) is not all {n_available} items, so its "
+                            f"seeds draw different subsets; running {seeds} seeds there")
+            largest_seeds = None
+    if time_from_largest and t_size is not None:
+        if epochs is not None and float(epochs) != float(cfg.train.epochs):
+            raise TunewiseError(f"--epochs: the time curve reuses the largest size's run of train.epochs "
+                                f"({cfg.train.epochs:g}); drop --epochs, or set train.epochs={epochs:g}, or drop "
+                                "--time-from-largest")
+        if t_size != grid[-1]:
+            raise TunewiseError(f"--time-size: the time curve reuses the largest size's run ({grid[-1]} items); "
+                                "drop --time-size or --time-from-largest")
+        return SweepPlan(grid, seeds, t_size, float(cfg.train.epochs), eval_steps, time_seeds, warnings,
+                         largest_seeds, True)
     # Default: twice the configured training, to show whether training longer would pay.
     t_epochs = float(epochs) if epochs is not None else 2.0 * cfg.train.epochs
-    return SweepPlan(grid, seeds, t_size, t_epochs, eval_steps, time_seeds, warnings)
+    return SweepPlan(grid, seeds, t_size, t_epochs, eval_steps, time_seeds, warnings, largest_seeds)
 
 
 def plan_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultStore) -> tuple[list[PointJob], int]:
@@ -235,11 +280,19 @@ def plan_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultSt
     # of the small sizes only.
     for s in range(plan.seeds):
         for size in plan.sizes:
-            if ("data", size, s, None) in done:
+            if s >= plan.seeds_at(size):
+                continue
+            if plan.time_from_largest and size == plan.time_size and s < plan.time_seeds:
+                time_job = _time_job(plan, s, subsets[s], points, data_point=True)
+                if time_job is None:
+                    reused += 1 + sum(1 for p in points if p.kind == "time" and p.size == size and p.seed == s)
+                else:
+                    jobs.append(time_job)
+            elif ("data", size, s, None) in done:
                 reused += 1
             else:
                 jobs.append(PointJob("data", size, s, tuple(subsets[s][size])))
-    if plan.time_size is not None:
+    if plan.time_size is not None and not plan.time_from_largest:
         for s in range(plan.time_seeds):
             finished = [p for p in points if p.kind == "time" and p.size == plan.time_size and p.seed == s]
             if any(p.extra.get("final") for p in finished):
@@ -248,6 +301,17 @@ def plan_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultSt
                 jobs.append(PointJob("time", plan.time_size, s, tuple(subsets[s][plan.time_size]),
                                      plan.time_epochs, plan.eval_steps))
     return jobs, reused
+
+
+def _time_job(plan: SweepPlan, seed: int, subsets: dict[int, list[int]], points: list[BudgetPoint], *,
+              data_point: bool) -> PointJob | None:
+    """The time job of ``seed`` (None: its run finished, every point stored)."""
+    finished = [p for p in points if p.kind == "time" and p.size == plan.time_size and p.seed == seed]
+    has_data = not data_point or any(p.kind == "data" and p.size == plan.time_size and p.seed == seed for p in points)
+    if has_data and any(p.extra.get("final") for p in finished):
+        return None
+    return PointJob("time", plan.time_size, seed, tuple(subsets[plan.time_size]), plan.time_epochs, plan.eval_steps,
+                    data_point=data_point)
 
 
 def _check_options(*, price_per_hour, target, drop) -> None:
@@ -302,6 +366,11 @@ def run_budget(
     overrides: list[str] | None = None,
     console: Console | None = None,
     progress: Progress | None = None,
+    largest_seeds: int | None = None,
+    time_from_largest: bool = False,
+    adaptive: bool = False,
+    stop_width: float | None = None,
+    interim_reports: bool = True,
 ):
     """Measure what labeled data and training time buy, and write the budget report.
 
@@ -326,6 +395,17 @@ def run_budget(
         overrides: dotted ``key=value`` strings applied on top of a YAML config.
         console: where messages go.
         progress: called as ``progress(finished_jobs, total_jobs, description)``.
+        largest_seeds: seeds at the largest size when it is all the data (its seeds then train
+            on the same items; None: ``seeds``).
+        time_from_largest: the time curve is the largest size's seed-0 data run (``train.epochs``,
+            evaluated every epoch and every ``eval_steps``) instead of a separate, longer run.
+        adaptive: after each seed, stop the data sweep once the knee is confirmed or the forecast
+            is sharp enough (:func:`~tunewise.budget.adaptive.adaptive_stop`); the report says what
+            was skipped and why.
+        stop_width: with ``adaptive``: also stop once the forecast interval at the largest size is
+            at most this wide (metric units, e.g. 0.02).
+        interim_reports: rewrite the report (text, tables, forecast; no plots) after every point
+            and print the current answer, so a stopped or killed sweep leaves a valid report.
 
     Returns:
         :class:`~tunewise.budget.results.BudgetResult`.
@@ -345,6 +425,11 @@ def run_budget(
     console = console or Console(stderr=True)
     runner = get_backend(backend, address=ray_address)  # Ray missing fails before any work
     _check_options(price_per_hour=price_per_hour, target=target, drop=drop)
+    from tunewise.budget.adaptive import check_stop_width
+
+    check_stop_width(stop_width)
+    if stop_width is not None and not adaptive:
+        raise TunewiseError("--stop-width: only used with --adaptive; add --adaptive or drop --stop-width")
     out = Path(output_dir if output_dir is not None else f"{str(cfg.output_dir).rstrip('/')}-budget").expanduser()
     if out.exists() and not out.is_dir():
         raise TunewiseError(f"--output-dir: {out} is a file; choose a folder path")
@@ -363,7 +448,8 @@ def run_budget(
         data = task.prepare_data(cfg)
         n = task.n_train(data)
     plan = plan_sweep(n, cfg, sizes=sizes, seeds=seeds, time_size=time_size, epochs=epochs,
-                      eval_steps=eval_steps, time_sweep=time_sweep)
+                      eval_steps=eval_steps, time_sweep=time_sweep, largest_seeds=largest_seeds,
+                      time_from_largest=time_from_largest)
     _check_report_options(plan, target=target, forecast_sizes=forecast_sizes, validate=validate)
     if splits is not None:
         from tunewise.folds import check_fold_grid
@@ -390,15 +476,20 @@ def run_budget(
                       "each size trains on a subset of a fold's training side and is scored on its held-out side)")
         before = None
     elif jobs:
-        console.print(f"data: {n} training {task.spec.unit}; grid {plan.sizes} x {plan.seeds} seeds"
+        largest = (f" ({plan.seeds_at(plan.sizes[-1])} at {plan.sizes[-1]}: all the data, the same items every seed)"
+                   if plan.seeds_at(plan.sizes[-1]) != plan.seeds else "")
+        console.print(f"data: {n} training {task.spec.unit}; grid {plan.sizes} x {plan.seeds} seeds{largest}"
                       + (f"; time curve at {plan.time_size} items over {plan.time_epochs:g} epochs"
-                         if plan.time_size else ""))
+                         + (" (the largest size's run)" if plan.time_from_largest else "") if plan.time_size else ""))
         with console.status("evaluating the pre-trained model"):
             with no_weight_bars():
                 model = task.load_model(cfg, device)
             result = evaluate_before(task, model, data, cfg, strategy, options)
             del model
         before = float(result.metrics[primary])
+        from tunewise.budget.intervals import save_before_items
+
+        save_before_items(out, primary, getattr(result, "items", {}).get(primary), before)  # each size's interval
         console.print(f"  before: {primary} = {before:.4f} ({result.seconds:.1f} s)")
     else:
         before = None
@@ -414,13 +505,35 @@ def run_budget(
     def emit(point: BudgetPoint) -> None:
         store.append(point)  # durable before anything else happens
 
+    report_args = dict(price_per_hour=price_per_hour, target=target, forecast_sizes=forecast_sizes, validate=validate,
+                       drop=drop, backend=runner.name, n_available=n)
+    latest: list[Any] = []  # the last interim result: the adaptive rule reads its forecast
+    report_seconds = 0.0
+
     def job_done(job: PointJob) -> None:
-        nonlocal finished
+        nonlocal finished, report_seconds
         finished += 1
+        # Cheap points (head) would spend more on reports than on training: an interim report is
+        # skipped while reports have taken more than INTERIM_SHARE of the sweep's time so far.
+        due = finished == 1 or report_seconds <= INTERIM_SHARE * (time.perf_counter() - wall) or adaptive_due(job)
+        if interim_reports and finished < total and due:
+            start = time.perf_counter()
+            latest[:] = [build_result(out, store, plan, cfg, task, ran=finished, reused=reused, interim=True,
+                                      wall_seconds=time.perf_counter() - wall, **report_args)]
+            report_seconds += time.perf_counter() - start
+        if interim_reports and finished < total and latest:
+            console.print(point_line(job.label, job.kind, job.size, job.seed, latest[0], finished, total))
+
+    def adaptive_due(job: PointJob) -> bool:  # the stop rule reads the forecast at the end of each seed
+        return adaptive and finished < total and jobs[finished].seed != job.seed
         if progress is not None:
             nxt = jobs[finished].label if finished < total else "writing the report"
             progress(finished, total, nxt)
 
+    from tunewise.budget.adaptive import run_adaptive
+    from tunewise.budget.results import point_line
+
+    decision = None
     if jobs:
         try:
             if splits is not None:
@@ -428,13 +541,17 @@ def run_budget(
 
                 run_fold_jobs(runner, jobs, splits, cfg=cfg, task=task, strategy=strategy, options=options, device=device,
                               stored={p.seed: p.metric_before for p in previous}, emit=emit, job_done=job_done, console=console)
+            elif adaptive:
+                decision = run_adaptive(runner, jobs, plan, store, latest, stop_width=stop_width, drop=drop,
+                                         console=console, cfg=cfg, task=task, data=data, device=device,
+                                         metric_before=before, emit=emit, job_done=job_done)
             else:
                 runner.run(jobs, cfg=cfg, task=task, data=data, device=device, metric_before=before,
                            emit=emit, job_done=job_done)
         finally:
             _PRETRAINED.clear()
-    result = build_result(out, store, plan, cfg, task, ran=total, reused=reused, wall_seconds=time.perf_counter() - wall,
-                          price_per_hour=price_per_hour, target=target, forecast_sizes=forecast_sizes,
-                          validate=validate, drop=drop, backend=runner.name)
+    result = build_result(out, store, plan, cfg, task, ran=finished, reused=reused,
+                          wall_seconds=time.perf_counter() - wall,
+                          adaptive=None if decision is None else decision.as_dict(), **report_args)
     log_sweep(trackers, cfg, result, console)  # train.report_to: one parent run, one child per point
     return result

@@ -70,7 +70,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_STOPPED = "finished work is kept, unfinished output was not published"
+_STOPPED = ("finished work is kept, unfinished output was not published; the same command continues it "
+            "(fit: add --resume; a budget sweep picks up its finished points)")
 
 
 def handle_errors(fn: F) -> F:

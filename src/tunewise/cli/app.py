@@ -201,6 +201,7 @@ from tunewise.cli import strategies as _strategies  # noqa: E402
 for _module in (_strategies, _budget, _memory):  # the order of --help
     _module.register(app)
 __import__("tunewise.cli.use", fromlist=["register"]).register(app)  # predict, export
+__import__("tunewise.cli.synthesize", fromlist=["register"]).register(app)  # synthetic queries file
 # --- end registered commands ---
 
 

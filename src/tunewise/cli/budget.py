@@ -54,7 +54,7 @@ def _progress(quiet: bool) -> Iterator:
             bar.stop()
 
 
-def _sweep(run: Callable[..., Any], target: str, *, quiet: bool, as_json: bool) -> None:
+def _sweep(run: Callable[..., Any], target: str, *, quiet: bool, as_json: bool, show: Optional[Callable[[Any], None]] = None) -> None:
     """Call ``run(console=, progress=)`` (a budget sweep into ``target``) with a progress bar, and show its result."""
     from tunewise.cli._errors import Terminated
     from tunewise.errors import TunewiseError
@@ -71,7 +71,7 @@ def _sweep(run: Callable[..., Any], target: str, *, quiet: bool, as_json: bool) 
     if as_json:
         print(result.summary_path.read_text(encoding="utf-8"), end="")
         return
-    _show(result)
+    (show or _show)(result)
 
 
 def _show(result) -> None:
@@ -105,6 +105,13 @@ def _show(result) -> None:
         console.print(table)
         if result.knee_stability is not None:
             console.print(f"[bold]knee stability:[/] {result.knee_stability.text}")
+        if getattr(result, "size_intervals", None):
+            from tunewise.budget.intervals import interval_lines
+
+            console.print(f"[bold]gain per size[/] (paired bootstrap over the {result.size_intervals[0]['n']} evaluation items, "
+                          "seeds averaged):")
+            for line in interval_lines(result.size_intervals, result.metric):
+                console.print(f"  {line}", markup=False, highlight=False)
     if result.time_summary:
         table = Table(title=f"training time ({result.time_summary[0].size} items{direction})", title_justify="left")
         absolute = result.time_summary[0].absolute
@@ -120,6 +127,12 @@ def _show(result) -> None:
         console.print(f"[bold]forecast check:[/] {result.validation.text}")
     if result.target is not None:
         console.print(f"[bold]target:[/] {result.target.message}")
+    from tunewise.budget.results import adaptive_line, cost_line
+
+    if result.adaptive is not None:
+        console.print(f"[bold]{adaptive_line(result.adaptive)}[/]")
+    if (line := cost_line(result.cost)) is not None:
+        console.print(line)
     console.print(f"{result.ran} runs now ({result.backend} backend), {result.reused} points reused; report: {result.report_path}")
 
 
@@ -145,6 +158,14 @@ def register(app: typer.Typer) -> None:
         forecast_sizes: Optional[str] = typer.Option(None, "--forecast-sizes", help="Sizes to forecast, up to 10x the largest."),
         validate: bool = typer.Option(False, "--validate", help="Fit the curve on sizes <= largest/4 and check it at the largest."),
         knee_drop: float = typer.Option(0.70, "--knee-drop", help="ROI drop from its peak that marks the knee."),
+        adaptive: bool = typer.Option(False, "--adaptive", help="After each seed, stop the data sweep once the knee is confirmed "
+                                      "(or the forecast is as sharp as --stop-width); the report says what was skipped."),
+        stop_width: Optional[float] = typer.Option(None, "--stop-width", help="With --adaptive: also stop once the forecast "
+                                                   "interval at the largest size is this narrow (metric units, e.g. 0.02)."),
+        largest_seeds: Optional[int] = typer.Option(None, "--largest-seeds", help="Seeds at the largest size when it is all "
+                                                    "the data (the same items every seed: only training noise differs)."),
+        time_from_largest: bool = typer.Option(False, "--time-from-largest", help="Time curve = the largest size's run "
+                                               "(train.epochs), evaluated every epoch, instead of a separate 2x-epochs run."),
         output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Budget folder (default: <output_dir>-budget)."),
         fresh: bool = typer.Option(False, "--fresh", help="Start the result store over (the old one is kept aside)."),
         train: Optional[str] = typer.Option(None, "--train", help="Training data file (data.train)."),
@@ -156,6 +177,10 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed for splits and training."),
         overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Dotted override, e.g. --set train.epochs=2 (repeatable)."),
         as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of tables."),
+        levers: Optional[str] = typer.Option(None, "--levers", help="Also price data levers at every size, e.g. "
+                                             "none,hard-negatives,synthetic:800,augment (combine with +); writes levers.md."),
+        price_per_label: Optional[float] = typer.Option(None, "--price-per-label", help="With --levers: cost of one more "
+                                                        "labeled item, to say whether a lever is cheaper than labels."),
     ) -> None:
         """Measure what more labeled data and training time buy; write an HTML report."""
         from tunewise.budget import run_budget
@@ -166,11 +191,27 @@ def register(app: typer.Typer) -> None:
                                     "train.learning_rate": learning_rate, "seed": seed, "eval.folds": folds}.items() if v is not None}
         cfg = load_config(config, overrides, values=values)
         out = output_dir or f"{str(cfg.output_dir).rstrip('/')}-budget"
+        if levers is not None or price_per_label is not None:
+            from tunewise.budget.lever_report import show_levers
+            from tunewise.budget.levers import run_levers
+            from tunewise.errors import TunewiseError
+
+            if levers is None:
+                raise TunewiseError("--price-per-label: prices the levers; add --levers, e.g. --levers none,synthetic:800")
+            _sweep(functools.partial(
+                run_levers, cfg, levers=levers, output_dir=out, sizes=_sizes(sizes), seeds=seeds, time_size=time_size,
+                epochs=epochs, eval_steps=eval_steps, time_sweep=not no_time, backend=backend, ray_address=ray_address,
+                price_per_hour=price_per_hour, price_per_label=price_per_label, target=target,
+                forecast_sizes=_sizes(forecast_sizes), validate=validate, drop=knee_drop, fresh=fresh, adaptive=adaptive,
+                stop_width=stop_width, largest_seeds=largest_seeds, time_from_largest=time_from_largest),
+                out, quiet=False, as_json=as_json, show=lambda result: show_levers(result, console))
+            return
         _sweep(functools.partial(
             run_budget, cfg, output_dir=out, sizes=_sizes(sizes), seeds=seeds, time_size=time_size, epochs=epochs,
             eval_steps=eval_steps, time_sweep=not no_time, backend=backend, ray_address=ray_address,
             price_per_hour=price_per_hour, target=target, forecast_sizes=_sizes(forecast_sizes), validate=validate,
-            drop=knee_drop, fresh=fresh), out, quiet=False, as_json=as_json)
+            drop=knee_drop, fresh=fresh, adaptive=adaptive, stop_width=stop_width, largest_seeds=largest_seeds,
+            time_from_largest=time_from_largest), out, quiet=False, as_json=as_json)
 
     @app.command("demo-budget")
     @handle_errors
@@ -181,13 +222,14 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("local", "--backend", help="local or ray."),
         price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="Machine price per hour."),
         fresh: bool = typer.Option(False, "--fresh", help="Start the result store over."),
+        adaptive: bool = typer.Option(False, "--adaptive", help="Stop the data sweep once the knee is confirmed."),
         overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Dotted override (repeatable)."),
     ) -> None:
         """Budget sweep of the packaged MiniLM on the packaged FAQ (the `tunewise demo` data)."""
         from tunewise.demos import DEFAULT_DEMO
 
         demo_sweep(DEFAULT_DEMO, output_dir, lang, overrides, seeds=seeds, backend=backend,
-                   price_per_hour=price_per_hour, fresh=fresh)
+                   price_per_hour=price_per_hour, fresh=fresh, **({"adaptive": True} if adaptive else {}))
 
 
 def demo_sweep(name: str, output_dir: Optional[str], lang: Optional[str], overrides: Optional[list[str]], *,

@@ -53,6 +53,13 @@ def show_examples(console: Console, metrics: dict[str, Any]) -> None:
                 console.print(f"  {head} {rank}. {mark} {hit['score']:.3f} {_short(hit['text'], 80)}")
 
 
+def _precision_note(train: dict[str, Any]) -> str:
+    """``", bf16, MFU 12.3%"``: the precision training ran in and its model FLOPs utilisation, where known."""
+    note = f", {train['precision']}" if train.get("precision") else ""
+    flops = train.get("flops") or {}
+    return note + (f", MFU {flops['mfu']:.1%}" if flops.get("mfu") is not None else "")
+
+
 def show_run(console: Console, metrics: dict[str, Any], output_dir: str) -> None:
     """Print the before/after table, examples and the run's cost."""
     show_examples(console, metrics)
@@ -65,7 +72,8 @@ def show_run(console: Console, metrics: dict[str, Any], output_dir: str) -> None
     console.print(
         f"strategy {strat['name']}: {strat['trainable_params']:,} / {strat['total_params']:,} parameters trained; "
         f"{train['examples']} examples x {train['epochs']:g} epochs in {train['seconds']:.1f} s "
-        f"({train['samples_per_second']:.1f} examples/s), peak memory {mem['peak_mib']} MiB ({mem['method']})"
+        f"({train['samples_per_second']:.1f} examples/s{_precision_note(train)}), "
+        f"peak memory {mem['peak_mib']} MiB ({mem['method']})"
     )
     console.print(f"evaluation: {metrics['eval']['seconds_before']:.1f} s before, {metrics['eval']['seconds_after']:.1f} s after")
     console.print(f"saved to [bold]{output_dir}[/] (model, metrics.json, config.yaml, README.md)")

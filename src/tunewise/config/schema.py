@@ -12,10 +12,48 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunewise.data.augment import AugmentConfig
 from tunewise.errors import TunewiseError, did_you_mean
 
 # eval.primary's default; left at it, a task that does not rank takes its own first metric
 RANKING_PRIMARY = "mrr@20"
+
+
+@dataclass
+class HardNegativesConfig:
+    """Hard negatives mined with the pre-trained model (text search; :mod:`tunewise.data.hard_negatives`)."""
+
+    mine: bool = field(default=False, metadata={"help": "Give every training pair negatives retrieved by the pre-trained model from the "
+        "training documents (+ data.unlabeled and hard_negatives.corpus), never a known positive of the query nor an evaluation-only "
+        "document; cached, so a budget sweep mines once. Text search (embedding) only."})
+    per_pair: int = field(default=1, metadata={"help": "Mined negatives per training pair (each one more text per example and step)."})
+    relative_margin: float | None = field(default=0.05, metadata={"help": "False-negative guard: drop a candidate scoring above the "
+        "positive's similarity minus this share of it (0.05: NV-Retriever's TopK-PercPos 95%); empty = off."})
+    absolute_margin: float | None = field(default=None, metadata={"help": "False-negative guard: drop a candidate scoring above the "
+        "positive's similarity minus this much; empty = off."})
+    range_min: int = field(default=0, metadata={"help": "Skip this many of the closest candidates (likely unlabeled positives)."})
+    range_max: int | None = field(default=None, metadata={"help": "Take negatives from the candidates ranked below this; empty = "
+        "sentence-transformers' default (range_min + 10 x per_pair + positives with a guard)."})
+    sampling: str = field(default="top", metadata={"help": "top (the closest candidates that pass the guard) or random (seeded, "
+        "within range_min..range_max)."})
+    corpus: str | None = field(default=None, metadata={"help": "Extra unlabeled documents to mine from: CSV/JSONL/Parquet with a "
+        "text column (data.columns.text)."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.per_pair, bool) or self.per_pair < 1:
+            raise TunewiseError(f"data.hard_negatives.per_pair: must be at least 1, got {self.per_pair}")
+        for name, top in (("relative_margin", 1), ("absolute_margin", 2)):  # cosine similarities lie in [-1, 1]
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < top:
+                raise TunewiseError(f"data.hard_negatives.{name}: must be in [0, {top}) or empty, got {value}")
+        if self.range_min < 0:
+            raise TunewiseError(f"data.hard_negatives.range_min: must be 0 or more, got {self.range_min}")
+        if self.range_max is not None and self.range_max - self.range_min < self.per_pair:
+            raise TunewiseError(f"data.hard_negatives.range_max: {self.range_max} leaves fewer than per_pair={self.per_pair} ranks "
+                                f"after range_min={self.range_min}; raise it (or leave it empty)")
+        if self.sampling not in ("top", "random"):
+            raise TunewiseError(f"data.hard_negatives.sampling: unknown '{self.sampling}'{did_you_mean(self.sampling, ['top', 'random'])}; "
+                                "use top or random")
 
 
 @dataclass
@@ -29,6 +67,8 @@ class DataConfig:
     eval_queries: str | None = field(default=None, metadata={"help": "Evaluation queries (id, text); with eval_corpus and eval_qrels."})
     eval_corpus: str | None = field(default=None, metadata={"help": "Evaluation corpus (id, text)."})
     eval_qrels: str | None = field(default=None, metadata={"help": "Relevance judgments (query_id, doc_id[, relevance])."})
+    unlabeled: str | None = field(default=None, metadata={"help": "Documents without queries (CSV/JSONL/Parquet/datasets folder; column "
+        "synthetic.text_column, default text): synthetic.queries generates training queries for them."})
     eval_fraction: float = field(default=0.2, metadata={"help": "Share of queries held out for evaluation when no eval files are given."})
     eval_size: int | None = field(default=None, metadata={"help": "Number of held-out queries (overrides eval_fraction)."})
     validation_fraction: float = field(default=0.1, metadata={"help": "Share of training queries used for early stopping (only when it is on)."})
@@ -38,6 +78,9 @@ class DataConfig:
         "...): error, skip (leave the row out and count it in the data report) or keep (NA strings are class names)."})
     on_invalid_eval: str = field(default="error", metadata={"help": "Eval files: qrels naming an unknown query or document, or a query without a "
         "relevant judgment: error, or drop (and count them in the data report). Duplicate ids are always errors."})
+    hard_negatives: HardNegativesConfig = field(default_factory=HardNegativesConfig, metadata={"help": "Mined hard negatives (text search)."})
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "Augmented copies of the training text (search "
+        "queries, classification texts); copies: 0 = off."})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.eval_fraction < 1.0:
@@ -79,7 +122,9 @@ class TrainConfig:
     warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps spent warming the learning rate up."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     max_seq_length: int | None = field(default=None, metadata={"help": "Truncate texts to this many tokens (model default if empty)."})
-    precision: str = field(default="auto", metadata={"help": "auto, fp32, fp16 or bf16 (mixed precision needs a GPU)."})
+    precision: str = field(default="auto", metadata={"help": "auto, fp32, fp16 or bf16 (mixed, fp32 master weights; training and evaluation). "
+                                                             "auto: bf16 on GPUs that have it (else fp16) and on CPUs with native bf16 "
+                                                             "(avx512_bf16, AMX), else fp32. fp16 needs a GPU."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many evaluations without gain on a validation "
         "share of the training data (data.validation_fraction) scored with "
@@ -244,6 +289,16 @@ class RunConfig:
             self.strategy = {"name": spec.default_strategy, **self.strategy}
         self.strategy["name"] = STRATEGIES.canonical(str(self.strategy["name"]))
         spec.check_strategy(self.strategy_name)
+        if self.data.hard_negatives.mine and "hard_negatives" not in spec.levers:
+            raise TunewiseError(f"data.hard_negatives.mine: task {self.task} does not train on (query, document) pairs; "
+                                "mining hard negatives is for text search (task: embedding); set it to false")
+        synthetic = self.sections.get("synthetic")
+        if synthetic is not None and synthetic.queries and "synthetic" not in spec.levers:
+            raise TunewiseError(f"synthetic.queries: task {self.task} does not train on (query, document) pairs; synthetic "
+                                "queries are for text search (task: embedding); set it to 0")
+        if self.data.augment.copies and "augment" not in spec.levers:
+            raise TunewiseError(f"data.augment.copies: task {self.task} has no text augmentation (text search and "
+                                "classification do); set it to 0")
         self.eval.primary = spec.resolve_primary(self.eval.primary, self.eval.primary == RANKING_PRIMARY, self)
         if self.train.learning_rate is None:  # remembered, so that set_strategy() re-resolves it
             self.train._lr_by_strategy = True

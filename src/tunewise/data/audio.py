@@ -252,16 +252,10 @@ def read_speech_data(path: Path, *, root: Path | None = None, audio_column: str 
 
 
 def resolve_audio(root: Path, value: str, where: str) -> Path:
-    """``root / value`` resolved (symlinks followed); it must stay inside ``root``.
+    """``root / value`` resolved (symlinks followed); it must stay inside ``root``."""
+    from tunewise.files import inside_root
 
-    Raises:
-        TunewiseError: the path escapes the root.
-    """
-    path = (root / value).resolve()
-    if not path.is_relative_to(root):
-        raise TunewiseError(f"{where}: audio path '{value}' is outside the data root {root}; "
-                            "keep audio inside it or set the audio root to a folder that holds it")
-    return path
+    return inside_root(root, value, where, kind="audio", fix="keep audio inside it or set the audio root to a folder that holds it")
 
 
 def _folder_table(folder: Path) -> Path | None:

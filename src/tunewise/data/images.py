@@ -71,16 +71,10 @@ def image_columns(cfg: DataConfig) -> dict[str, str]:
 
 
 def resolve_inside(root: Path, value: str, where: str) -> Path:
-    """``root / value`` resolved; must stay inside ``root`` (symlinks followed).
+    """``root / value`` resolved; must stay inside ``root`` (symlinks followed)."""
+    from tunewise.files import inside_root
 
-    Raises:
-        TunewiseError: the path escapes the data root.
-    """
-    path = (root / value).resolve()
-    if not path.is_relative_to(root):
-        raise TunewiseError(f"{where}: image path '{value}' is outside the data root {root}; "
-                            "keep images inside it or set image.root to a folder that holds them")
-    return path
+    return inside_root(root, value, where, kind="image", fix="keep images inside it or set image.root to a folder that holds them")
 
 
 def read_image_records(cfg: DataConfig, image_cfg: ImageConfig, target: str) -> ImageRecords:
@@ -255,13 +249,17 @@ class ImageDataset(torch.utils.data.Dataset):
         labels: class index per image (or None).
         pre: size and normalisation.
         augment: the ImageConfig whose augmentation applies (None: evaluation transform).
-        seed: seeds augmentation (mixed with the index and a per-access counter).
+        seed: mixed into every augmentation draw with the image's index.
+
+    A training image's augmentation is drawn from torch's global random stream (one number per
+    access), which the Trainer seeds at the start and saves in every checkpoint: a resumed run
+    then draws exactly the augmentations the uninterrupted one would have.
     """
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int] | None, pre: Preprocess,
                  augment: ImageConfig | None = None, seed: int = 0) -> None:
         self.paths, self.labels, self.pre, self.augment = list(paths), labels, pre, augment
-        self._rng = random.Random(seed)
+        self._seed = int(seed)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -269,7 +267,9 @@ class ImageDataset(torch.utils.data.Dataset):
     def image(self, i: int) -> torch.Tensor:
         image = load_rgb(self.paths[i])
         if self.augment is not None:
-            image = train_transform(image, self.pre, self.augment, self._rng)
+            draw = int(torch.randint(0, 2**62, (1,)))  # from the checkpointed stream (see the class docstring)
+            rng = random.Random(draw ^ (self._seed * 1_000_003 + i))
+            image = train_transform(image, self.pre, self.augment, rng)
         else:
             image = eval_transform(image, self.pre)
         return to_tensor(image, self.pre)

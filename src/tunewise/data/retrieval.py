@@ -73,6 +73,9 @@ class RetrievalData:
     eval: IRDataset
     validation: IRDataset | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    # The whole training set a subset (budget point) was drawn from: hard-negative mining
+    # searches all of its documents once (tunewise.data.hard_negatives). None: ``train`` is it.
+    pool: list[dict[str, str]] | None = None
 
     @property
     def columns(self) -> list[str]:

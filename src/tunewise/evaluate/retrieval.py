@@ -71,6 +71,7 @@ def evaluate_retrieval(model, data: IRDataset, cfg: EvalConfig, *, show_progress
                              normalize_embeddings=True, show_progress_bar=show_progress)
         q_emb = model.encode([data.queries[q] for q in q_ids], batch_size=cfg.batch_size, convert_to_tensor=True,
                              normalize_embeddings=True, show_progress_bar=False)
+    q_emb, d_emb = q_emb.float(), d_emb.float()  # out of bf16/fp16 autocast: similarities in fp32
     scores, idx = top_k(q_emb, d_emb, min(depth, len(d_ids)), normalize=False, backend=cfg.backend)
     scores, idx = scores.cpu().tolist(), idx.cpu().tolist()
     run = {q: [d_ids[i] for i in row] for q, row in zip(q_ids, idx)}

@@ -23,13 +23,9 @@ def _profile(cfg: RunConfig):
 def _precision(cfg: RunConfig, device: str) -> str:
     if cfg.strategy_name == "qlora":
         return "4bit"
-    if cfg.train.precision in ("fp16", "bf16"):
-        return cfg.train.precision
-    if cfg.train.precision == "auto" and device.startswith("cuda"):
-        import torch
+    from tunewise.precision import run_precision
 
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    return run_precision(cfg, device)  # auto: bf16 on CUDA with bf16 and on CPUs with native bf16
 
 
 def _longest_text(model: Any, data: Any, limit: int) -> int | None:
@@ -147,6 +143,8 @@ def lora_layout(model: Any) -> dict[str, Any] | None:
 
 def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> dict[str, Any] | None:
     """Keyword arguments for :func:`tunewise.memory.estimate.estimate` describing this run."""
+    from tunewise.data.hard_negatives import extra_texts_per_example
+
     profile = _profile(cfg)
     if profile is None:
         return None
@@ -163,6 +161,10 @@ def run_settings(cfg: RunConfig, model: Any, device: str, data: Any = None) -> d
             settings["lora_rank"] = int(cfg.strategy["rank"])
     if profile.texts_per_example is not None:
         settings["texts_per_example"] = profile.texts_per_example
+    if profile.step == "contrastive" and (mined := extra_texts_per_example(cfg)):  # mined hard negatives: more texts per example
+        from tunewise.memory.steps import step_model
+
+        settings["texts_per_example"] = (profile.texts_per_example or step_model(profile.step).inputs_per_example) + mined
     if profile.sequence == "image":
         settings["image_size"] = int(cfg.image.size)
     if callable(extra := getattr(data, "memory_settings", None)):  # what only the task's data knows (speech: cached clips)

@@ -52,6 +52,27 @@ def decoder_layer_params(dec: ArchSpec) -> int:
     return dec.layer_params() + 3 * dec.hidden + _cross_params(dec.hidden)
 
 
+def autocast_copies(enc: ArchSpec, dec: ArchSpec, strategy: str, precision: str, k_dec: int, linear: float,
+                    gradient_checkpointing: bool) -> float:
+    """Linear-layer parameters whose 16-bit copies live through a step under fp16/bf16 autocast.
+
+    Autocast keeps the cast copy of a weight that trains (a leaf that requires grad) for the whole
+    forward; a frozen weight's copy lives only while autograd keeps it for the input's gradient,
+    which is the whole forward without checkpointing and one block's recompute with it. Measured
+    on an H200 (benchmarks/results/speech_memory_cuda.md): counting every copy overestimated LoRA
+    with checkpointing by 36-39%.
+    """
+    if precision not in ("bf16", "fp16"):
+        return 0.0
+    h = dec.hidden
+    if strategy == "full":
+        return linear
+    if strategy == "partial":  # the top decoder blocks train; the frozen encoder is off the gradient path
+        return k_dec * (dec.linear_params_per_layer() + 4 * h * h)
+    # lora: the base is frozen and gradients run through every block
+    return float(max(enc.linear_params_per_layer(), dec.linear_params_per_layer() + 4 * h * h)) if gradient_checkpointing else linear
+
+
 def estimate_speech(spec: ArchSpec, *, strategy: str = "full", precision: str = "fp32", optimizer: str = "adamw",
                     batch_size: int = 8, seq_len: int = DEFAULT_LABEL_TOKENS, gradient_checkpointing: bool = False,
                     lora_rank: int = 8, lora_targets: tuple[str, ...] | None = None, lora_dropout: float = 0.05,
@@ -109,7 +130,7 @@ def estimate_speech(spec: ArchSpec, *, strategy: str = "full", precision: str = 
     if strategy == "qlora":
         weights = NF4_BYTES_PER_PARAM * linear + 4.0 * (params - linear) + 4.0 * lora_params
     else:
-        weights = 4.0 * (params + lora_params) + (2.0 * linear if precision in ("bf16", "fp16") else 0.0)
+        weights = 4.0 * (params + lora_params) + 2.0 * autocast_copies(enc, dec, strategy, precision, k_dec, linear, gradient_checkpointing)
     grads = 4.0 * trainable
     opt_state = OPTIMIZER_STATE_BYTES.get(optimizer, 8.0) * trainable
 

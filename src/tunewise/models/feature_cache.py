@@ -180,9 +180,19 @@ def cached_features(key: str, texts: list[str], compute: Callable[[list[str]], t
         texts: the inputs, one row each (duplicates allowed).
         compute: encodes a list of texts to (n, d) features.
         use_cache: False computes everything and stores nothing (benchmarks).
+
+    Rows computed under autocast (``train.precision`` bf16/fp16) are stored under their own
+    key (``key`` plus the precision), in float32: fp32 and bf16 features never mix.
     """
     import time
 
+    from tunewise.precision import autocast_precision, to_float32
+
+    precision = autocast_precision()
+    if precision != "fp32":  # fp32 keys stay as they were (caches written before precision mattered)
+        key = fingerprint(features=key, precision=precision)
+    raw_compute = compute
+    compute = lambda todo: to_float32(raw_compute(todo))  # noqa: E731
     folder = cache_root() / key
     distinct = list(dict.fromkeys(texts))
     if not use_cache:
@@ -209,3 +219,72 @@ def cached_features(key: str, texts: list[str], compute: Callable[[list[str]], t
         status = f"rebuilt: {'; '.join(sorted(set(problems)))}; {status}"
     features = torch.stack([found[_text_hash(t)] for t in texts]) if texts else torch.empty(0)
     return CacheResult(features, status, folder, seconds, len(missing))
+
+
+# -- variable-length rows: per-token hidden states (strategy partial's frozen layers) ------------
+# A shard holds ``hashes`` (n, 32) uint8, ``lengths`` (n,) int64 and ``features`` (sum of
+# lengths, d): row i is ``features[offset_i : offset_i + lengths_i]``. Half precision keeps a
+# 256-token MiniLM text at 256 x 384 x 2 bytes = 192 KiB.
+
+
+def _sequence_sha(hashes: torch.Tensor, lengths: torch.Tensor, features: torch.Tensor) -> str:
+    return _tensor_sha(torch.cat([hashes.flatten(), lengths.contiguous().view(torch.uint8).flatten(),
+                                  features.contiguous().view(torch.uint8).flatten()]))
+
+
+def save_sequences(key: str, hashes: list[bytes], rows: list[torch.Tensor]) -> Path:
+    """Write variable-length rows ((len_i, d) each, keyed by 32-byte hashes) as one shard, atomically."""
+    from safetensors.torch import save_file
+
+    from tunewise.files import atomic_write
+
+    folder = cache_root() / key
+    folder.mkdir(parents=True, exist_ok=True)
+    h = torch.tensor([list(b) for b in hashes], dtype=torch.uint8).reshape(len(hashes), 32)
+    lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64)
+    with torch.autocast("cpu", enabled=False):  # an evaluation's bf16 autocast refuses to cat fp16 rows
+        features = torch.cat([r.detach().cpu() for r in rows]).contiguous()
+    sha = _sequence_sha(h, lengths, features)
+    meta = {"fingerprint": key, "format": FORMAT, "kind": "sequences", "rows": str(len(hashes)), "sha256": sha}
+    path = folder / f"seq-{sha[:24]}.safetensors"
+    return atomic_write(path, lambda tmp: save_file({"hashes": h, "lengths": lengths, "features": features}, str(tmp),
+                                                    metadata=meta))
+
+
+def _read_sequence_shard(key: str, path: Path) -> dict[bytes, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            hashes, lengths, features = fh.get_tensor("hashes"), fh.get_tensor("lengths"), fh.get_tensor("features")
+    except Exception as err:  # any unreadable file is a damaged shard
+        raise ValueError(f"unreadable ({type(err).__name__})") from None
+    if meta.get("fingerprint") != key or meta.get("format") != FORMAT or meta.get("kind") != "sequences":
+        raise ValueError("fingerprint mismatch (stale entry)")
+    if hashes.shape[0] != lengths.shape[0] or int(lengths.sum()) != features.shape[0] or meta.get("rows") != str(hashes.shape[0]):
+        raise ValueError(f"{features.shape[0]} token rows for lengths summing to {int(lengths.sum())}")
+    if meta.get("sha256") != _sequence_sha(hashes, lengths, features):
+        raise ValueError("checksum mismatch (corrupted)")
+    return {bytes(h.tolist()): row for h, row in zip(hashes, torch.split(features, lengths.tolist()))}
+
+
+def load_sequences(key: str) -> tuple[dict[bytes, torch.Tensor], list[str], int]:
+    """Every variable-length row stored under ``key``, why any shard was dropped (and deleted), and
+    the bytes the kept shards take on disk."""
+    folder = cache_root() / key
+    found: dict[bytes, torch.Tensor] = {}
+    problems: list[str] = []
+    size = 0
+    for shard in sorted(folder.glob("seq-*.safetensors")) if folder.is_dir() else []:
+        try:
+            rows = _read_sequence_shard(key, shard)
+        except ValueError as err:
+            problems.append(str(err))
+            with contextlib.suppress(OSError):
+                shard.unlink()
+            continue
+        size += shard.stat().st_size
+        for b, row in rows.items():
+            found.setdefault(b, row)
+    return found, problems, size

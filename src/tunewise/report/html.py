@@ -230,8 +230,12 @@ def write_report(
     title: str = "tunewise budget report",
     notes: Sequence[str] = (),
     knee_stability: KneeStability | None = None,
+    plots: bool = True,
 ) -> Path:
     """Draw every plot into ``out_dir/plots`` and write ``out_dir/report.html``.
+
+    ``plots=False`` writes the text only (the report a running sweep rewrites after every
+    point: drawing the plots costs more than the rest of the report).
 
     Returns:
         The path of the HTML file.
@@ -240,7 +244,7 @@ def write_report(
 
     out = Path(out_dir)
     images = plot_all(out / "plots", data_summary, time_summary, forecast, validation, target,
-                      metric_name=metric_name, drop=drop, knee_stability=knee_stability)
+                      metric_name=metric_name, drop=drop, knee_stability=knee_stability) if plots else {}
     text = render_html(title=title, recommendation=recommendation, data_summary=data_summary,
                        time_summary=time_summary, images=images, forecast=forecast,
                        validation=validation, target=target, notes=notes, knee_stability=knee_stability)

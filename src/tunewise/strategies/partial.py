@@ -4,6 +4,9 @@ Lower layers hold general features and move little in fine-tuning anyway (Zeiler
 Howard & Ruder 2018), so freezing them saves optimizer memory and backward compute and guards
 the pre-trained knowledge. N is a count (``frozen_layers``) or a share of the depth
 (``frozen_fraction``, default 0.5); the layers are found by :mod:`tunewise.strategies.layers`.
+Their outputs never change, so they are computed once per text and cached (``cache``, on by
+default; :mod:`tunewise.strategies.partial_cache`): training, evaluation and budget points start
+at the first trainable layer.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from tunewise.errors import TunewiseError
 from tunewise.strategies.base import DEFAULT_LR, STRATEGIES, backbone_of, head_modules_of
 from tunewise.strategies.layers import layer_map, n_frozen_layers
 from tunewise.strategies.options import WiseFTOptions, part
+from tunewise.strategies.partial_cache import CachedLayersView, cache_callback, layer_cache_for
 from tunewise.strategies.schedule import ScheduleOptions, callbacks_hook, param_groups_hook, prepare_head
 
 
@@ -25,6 +29,8 @@ class FreezeOptions:
 
     frozen_layers: int | None = field(default=None, metadata={"help": "Freeze the embeddings and this many bottom layers (0..depth)."})
     frozen_fraction: float | None = field(default=None, metadata={"help": "Or: freeze this share of the layers, in [0, 1] (default 0.5)."})
+    cache: bool = field(default=True, metadata={"help": "Cache the frozen layers' outputs per text (memory + disk, "
+                                                "fp16) so training and evaluation start above them; false runs them every step."})
 
     def __post_init__(self) -> None:
         if self.frozen_layers is not None and self.frozen_fraction is not None:
@@ -70,4 +76,15 @@ class PartialStrategy:
         return model
 
     param_groups = staticmethod(param_groups_hook)
-    callbacks = staticmethod(callbacks_hook)
+
+    @staticmethod
+    def callbacks(model: Any, task: Any, options: PartialOptions, config: RunConfig) -> list:
+        """The schedule's callbacks, and one that reads the frozen layers from the cache while training runs."""
+        cache = layer_cache_for(model, task, options, config)
+        return [*callbacks_hook(model, task, options, config), *([cache_callback(cache)] if cache is not None else [])]
+
+    @staticmethod
+    def eval_model(model: Any, task: Any, options: PartialOptions, config: RunConfig) -> Any:
+        """The model, with its frozen layers' outputs read from the cache while it evaluates."""
+        cache = layer_cache_for(model, task, options, config)
+        return CachedLayersView(model, cache) if cache is not None else model

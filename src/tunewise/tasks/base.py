@@ -133,6 +133,12 @@ class TaskSpec:
             ``strategy.interpolate``, ``tunewise interpolate``) measures what fine-tuning forgot:
             ``text-pairs`` ((query, positive) pairs searched with the run's primary metric; the
             saved model re-loads as a SentenceTransformer). None: WiSE-FT is refused.
+        cpu_bf16_auto: ``train.precision: auto`` may pick bf16 autocast on a CPU with native
+            bf16 (:mod:`tunewise.precision`); False: bf16 measurably hurt this task's quality,
+            so auto keeps fp32 there (``bf16`` still forces it).
+        levers: the data levers of issue 16 the task applies to its training rows
+            (:mod:`tunewise.data.training_rows`), by config section: ``hard_negatives``
+            (``data.hard_negatives.mine``). A lever turned on for a task without it is refused.
     """
 
     name: str
@@ -149,6 +155,8 @@ class TaskSpec:
     lora_all_linear: bool = False
     general_domain: str | None = None
     modality: str = "text"
+    levers: tuple[str, ...] = ()
+    cpu_bf16_auto: bool = True
 
     @property
     def ranking(self) -> bool:

@@ -269,8 +269,11 @@ class CausalLMTask:
         examples, encoded = (data.validation, data.validation_encoded) if split == "validation" else (data.eval, data.eval_encoded)
         if examples is None or encoded is None:
             raise TunewiseError(f"causal_lm: no {split} set was prepared")
-        return evaluate_lm(model, data.formatter, examples, encoded, config.llm,
-                           show=config.eval.examples, context=data.model_context)
+        from tunewise.precision import evaluation_autocast
+
+        with evaluation_autocast(config, model):  # the run's precision (train.precision)
+            return evaluate_lm(model, data.formatter, examples, encoded, config.llm,
+                               show=config.eval.examples, context=data.model_context)
 
     def validate(self, model: Any, data: CausalLMData, config: RunConfig) -> dict[str, float]:
         """Early stopping's score of the validation examples: the held-out answer loss alone when

@@ -83,6 +83,15 @@ def load_text_classifier(name: str | None, classes: list[str], device: str):
     return model.to(device), tokenizer
 
 
+def _length_sorted(texts: list[str], labels) -> tuple[list[str], list[int]]:
+    """Texts and their labels, longest first (the linear probe does not depend on row order; the
+    backbone pass pads each batch to little)."""
+    from tunewise.evaluate.batching import in_order, length_order
+
+    order = length_order(texts)
+    return in_order(texts, order), in_order(list(labels), order)
+
+
 @TASKS.register("classification")
 class ClassificationTask:
     """Fine-tune a text encoder with a classification head: text -> one of N labels."""
@@ -90,7 +99,7 @@ class ClassificationTask:
     spec = TaskSpec(
         name="classification", summary="text classification: text -> one of N labels (transformers)",
         unit="items", primary="accuracy", metrics=CLASSIFIER_METRICS, head=CLASSIFIER_HEAD,
-        memory=MemoryProfile(step="classifier", sequence="model", arch_from="path"),
+        memory=MemoryProfile(step="classifier", sequence="model", arch_from="path"), levers=("augment",),
     )
     # the data half of the contract, shared by the tasks over LabeledData
     data_report = staticmethod(labeled_report)
@@ -182,13 +191,16 @@ class ClassificationTask:
         was_training = model.training
         model.eval()
         preds: list[int] = []
+        from tunewise.evaluate.batching import in_order, length_order, restore_order
         from tunewise.tasks.progress import work_progress
 
+        order = length_order(texts)  # similar lengths share a batch: little padding
         with work_progress("classifying", len(texts)) as advance:
-            for batch in self._batches(texts, None, batch_size):
+            for batch in self._batches(in_order(texts, order), None, batch_size):
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
                 preds.extend(logits.argmax(-1).tolist())
                 advance(len(logits))
+        preds = restore_order(preds, order)
         model.train(was_training)
         return preds if self._label_map is None else [self._label_map[p] for p in preds]
 
@@ -198,7 +210,10 @@ class ClassificationTask:
         if texts is None or labels is None:
             raise TunewiseError(f"no {split} set was prepared")
         start = time.perf_counter()
-        preds = self.predict(model, texts, config.eval.batch_size)
+        from tunewise.precision import evaluation_autocast
+
+        with evaluation_autocast(config, model):  # the run's precision (train.precision)
+            preds = self.predict(model, texts, config.eval.batch_size)
         result = score(labels, preds, data.classes, texts, time.perf_counter() - start, config.eval.examples)
         self._after = result
         return result
@@ -206,8 +221,9 @@ class ClassificationTask:
     def baseline(self, model, data: LabeledData[str], config: RunConfig) -> ClassificationResult:
         """The frozen encoder with a logistic-regression head fitted on the training texts."""
         device = str(next(model.parameters()).device)
-        batches = self._batches(data.train, None, config.eval.batch_size)
-        result = linear_probe_baseline(model, data.n_classes, batches, data.train_labels, config, device,
+        texts, labels = _length_sorted(data.train, data.train_labels)
+        batches = self._batches(texts, None, config.eval.batch_size)
+        result = linear_probe_baseline(model, data.n_classes, batches, labels, config, device,
                                        lambda: self.evaluate(model, data, config))
         self._before, self._after = result, None
         return result
@@ -215,8 +231,9 @@ class ClassificationTask:
     def init_head(self, model, data: LabeledData[str], config: RunConfig) -> float:
         """Start from the linear probe fitted on ``data``'s training texts (as after the baseline); seconds."""
         device = str(next(model.parameters()).device)
-        return fit_probe_into_head(model, data.n_classes, self._batches(data.train, None, config.eval.batch_size),
-                                   data.train_labels, config, device)
+        texts, labels = _length_sorted(data.train, data.train_labels)
+        return fit_probe_into_head(model, data.n_classes, self._batches(texts, None, config.eval.batch_size),
+                                   labels, config, device)
 
     # -- training -----------------------------------------------------------------------
     def train(self, model, data: LabeledData[str], config: RunConfig, *, workdir: Path,
@@ -228,13 +245,19 @@ class ClassificationTask:
             enc = self._tokenizer(texts, truncation=True, max_length=self._max_length)
             return [{**{k: v[i] for k, v in enc.items()}, "labels": label} for i, label in enumerate(labels)]
 
-        train_ds = tokenize(data.train, data.train_labels)
+        from tunewise.data.training_rows import labeled_texts
+
+        texts, labels, levers = labeled_texts(data.train, data.train_labels, config, model=(self._tokenizer, model))
+        train_ds = tokenize(texts, labels)
         eval_ds = tokenize(data.validation, data.validation_labels) if data.validation else None
         device = str(next(model.parameters()).device)
-        return run_trainer(model, train_ds, config, workdir=workdir, device=device,
-                           collator=DataCollatorWithPadding(self._tokenizer), callbacks=callbacks,
-                           eval_dataset=eval_ds, compute_metrics=compute_metrics_fn(data.n_classes),
-                           param_groups=param_groups, **extra_args)
+        stats = run_trainer(model, train_ds, config, workdir=workdir, device=device,
+                            collator=DataCollatorWithPadding(self._tokenizer), callbacks=callbacks,
+                            eval_dataset=eval_ds, compute_metrics=compute_metrics_fn(data.n_classes),
+                            param_groups=param_groups, **extra_args)
+        if levers:
+            stats.details["levers"] = levers
+        return stats
 
     # -- outputs ------------------------------------------------------------------------
     def save(self, model, path: Path) -> None:

@@ -191,7 +191,7 @@ class ClipTask:
         text = [F.normalize(_features(model.get_text_features(**self._texts(texts[s:s + batch_size], device))), dim=-1).cpu()
                 for s in range(0, len(texts), batch_size)]
         model.train(was)
-        return torch.cat(images), torch.cat(text)
+        return (torch.cat(images) if images else torch.empty(0)), (torch.cat(text) if text else torch.empty(0))
 
     def evaluate(self, model, data: CaptionData, config: RunConfig, *, split: str = "eval") -> EvalResult:
         pairs = data.validation if split == "validation" else data.eval
@@ -201,7 +201,11 @@ class ClipTask:
         depth = max(parse_metric_name(n)[1] for n in names)
         start = time.perf_counter()
         paths, captions = [p for p, _ in pairs], [c for _, c in pairs]
-        img, txt = self.embed(model, paths, captions, config.eval.batch_size)
+        from tunewise.precision import evaluation_autocast
+
+        with evaluation_autocast(config, model):  # the run's precision (train.precision)
+            img, txt = self.embed(model, paths, captions, config.eval.batch_size)
+        img, txt = img.float(), txt.float()  # similarities in fp32
         scores, idx = top_k(txt, img, min(depth, len(paths)), normalize=False, backend=config.eval.backend)
         by_caption: dict[str, list[int]] = {}
         for i, c in enumerate(captions):
@@ -246,6 +250,22 @@ class ClipTask:
     def save(self, model, path: Path) -> None:
         model.save_pretrained(str(path), safe_serialization=True)
         self._processor.save_pretrained(str(path))
+
+    def predictor(self, config: RunConfig, device: str):
+        """``tunewise predict``: captions (or any text) embedded into the shared space; with ``--corpus``
+        (images: a folder, or a file of paths) each text searches the images."""
+        from tunewise.predict import Predictor
+
+        model = self.load_model(config, device).eval()
+
+        def texts(batch: list[str]) -> torch.Tensor:
+            return self.embed(model, [], list(batch), len(batch))[1]
+
+        def images(batch: list[Path]) -> torch.Tensor:
+            return self.embed(model, list(batch), [], len(batch))[0]
+
+        return Predictor(columns=("text", "caption", "query"), encode=texts,
+                         corpus=Predictor(columns=("image", "path", "file"), modality="image", encode=images))
 
     def card_info(self, data: CaptionData) -> dict[str, str]:
         usage = (

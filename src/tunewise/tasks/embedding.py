@@ -16,6 +16,7 @@ import torch
 
 from tunewise.config import RunConfig
 from tunewise.data.retrieval import RetrievalData, prepare_retrieval_data
+from tunewise.data.synthetic_config import check_synthetic  # registers the synthetic: section
 from tunewise.errors import TunewiseError
 from tunewise.evaluate.retrieval import EvalResult, evaluate_retrieval, make_trainer_evaluator, metric_names
 from tunewise.models.loading import check_modality, load_sentence_transformer
@@ -58,13 +59,14 @@ class EmbeddingTask:
         unit="pairs", primary="mrr@20",
         head=HeadSupport("pooled-text", losses=("mnrl", "cached_mnrl")),
         memory=MemoryProfile(step="contrastive", sequence="texts", arch_from="path"),
-        general_domain="text-pairs",
+        general_domain="text-pairs", levers=("synthetic", "hard_negatives", "augment"),
     )
 
     def check_config(self, config: RunConfig) -> None:
         LOSSES.get(config.train.loss)
         metric_names(config.eval)
         check_modality(config.model, "text", task=self.spec.name)  # a vision backbone: refused before any work
+        check_synthetic(config)  # data.unlabeled readable, the generator a causal LM or seq2seq model
 
     def prepare_data(self, config: RunConfig) -> RetrievalData:
         self.check_config(config)  # an unknown loss fails before reading data
@@ -85,7 +87,8 @@ class EmbeddingTask:
 
     def subset(self, data: RetrievalData, indices: list[int]) -> RetrievalData:
         report = {**data.report, "train_examples": len(indices)}
-        return dataclasses.replace(data, train=[data.train[i] for i in indices], report=report)
+        return dataclasses.replace(data, train=[data.train[i] for i in indices], report=report,
+                                   pool=data.pool if data.pool is not None else data.train)
 
     def load_model(self, config: RunConfig, device: str):
         return load_sentence_transformer(config.model, device=device, max_seq_length=config.train.max_seq_length)
@@ -134,7 +137,10 @@ class EmbeddingTask:
         dataset = data.validation if split == "validation" else data.eval
         if dataset is None:
             raise TunewiseError(f"no {split} set was prepared")
-        return evaluate_retrieval(model, dataset, config.eval)
+        from tunewise.precision import evaluation_autocast
+
+        with evaluation_autocast(config, model):  # the run's precision (train.precision)
+            return evaluate_retrieval(model, dataset, config.eval)
 
     def train(self, model, data: RetrievalData, config: RunConfig, *, workdir: Path,
               callbacks: list | None = None, evaluator=None, param_groups: list[dict] | None = None,
@@ -151,8 +157,11 @@ class EmbeddingTask:
         from datasets import Dataset
         from sentence_transformers import SentenceTransformerTrainer
 
+        from tunewise.data.training_rows import search_rows
+
         spec = LOSSES.get(config.train.loss)
-        rows = rows_for_loss(spec, config.train.loss, data.train, config.train, config.seed)
+        train_rows, levers = search_rows(data.train, data, config, model)
+        rows = rows_for_loss(spec, config.train.loss, train_rows, config.train, config.seed)
         loss = spec.build(model, config.train)
         callbacks = list(callbacks or [])
         if early_stopping(config):
@@ -188,6 +197,7 @@ class EmbeddingTask:
             epochs=epochs,
             samples_per_second=len(rows) * epochs / seconds,
             history=history,
+            details={"levers": levers} if levers else {},
         )
         stats.best = early_stopping_record(trainer, config, stopping_metric(config)[0]) if early_stopping(config) else None
         return stats

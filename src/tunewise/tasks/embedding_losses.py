@@ -55,10 +55,19 @@ LOSSES.register("contrastive")(LossSpec(lambda m, c: _st_losses().ContrastiveLos
 
 
 def rows_for_loss(spec: LossSpec, name: str, rows: list[dict[str, str]], cfg: TrainConfig, seed: int) -> list[dict]:
-    """Turn (anchor, positive[, negative]) rows into what the loss expects."""
-    has_negative = bool(rows) and "negative" in rows[0]
+    """Turn (anchor, positive[, negative | negative_1..n]) rows into what the loss expects.
+
+    Mined negatives (``negative_1..n``, :mod:`tunewise.data.hard_negatives`): the ranking losses
+    take them as extra columns; triplet makes one triplet per negative; cosent/contrastive score
+    each one 0 (before any sampled negatives).
+    """
+    from tunewise.data.hard_negatives import negative_columns, one_negative_per_row
+
+    has_negative = bool(rows) and bool(negative_columns(rows[0]))
     if spec.rows == "anchor":
         return rows
+    if has_negative and "negative" not in rows[0] and spec.rows == "triplet":
+        return one_negative_per_row(rows)
     if spec.rows == "triplet":
         if not has_negative:
             raise TunewiseError(
@@ -73,7 +82,7 @@ def rows_for_loss(spec: LossSpec, name: str, rows: list[dict[str, str]], cfg: Tr
     label_key = "score" if name == "cosent" else "label"
     for r in rows:
         out.append({"sentence1": r["anchor"], "sentence2": r["positive"], label_key: 1.0 if label_key == "score" else 1})
-        negatives = [r["negative"]] if has_negative else []
+        negatives = [r[key] for key in negative_columns(r)]
         while len(negatives) < cfg.negatives_per_pair and len(set(positives)) > 1:
             candidate = positives[rng.randrange(len(positives))]
             if candidate != r["positive"]:

@@ -182,7 +182,10 @@ class ImageClassificationTask(CachedImageFeatures):
         if paths is None or labels is None:
             raise TunewiseError(f"no {split} set was prepared")
         start = time.perf_counter()
-        preds = self.predict(model, paths, config.eval.batch_size)
+        from tunewise.precision import evaluation_autocast
+
+        with evaluation_autocast(config, model):  # the run's precision (train.precision)
+            preds = self.predict(model, paths, config.eval.batch_size)
         result = score(labels, preds, data.classes, [display_name(p) for p in paths],
                        time.perf_counter() - start, config.eval.examples)
         self._after = result

@@ -196,7 +196,10 @@ class ImageSearchTask(CachedImageFeatures):
         names = metric_names(config.eval)
         depth = max(parse_metric_name(n)[1] for n in names)
         start = time.perf_counter()
-        emb = self.embed(model, paths, config.eval.batch_size)
+        from tunewise.precision import evaluation_autocast
+
+        with evaluation_autocast(config, model):  # the run's precision (train.precision)
+            emb = self.embed(model, paths, config.eval.batch_size).float()
         k = min(depth + 1, len(paths))
         scores, idx = top_k(emb, emb, k, normalize=False, backend=config.eval.backend)
         ids = [f"i{i}" for i in range(len(paths))]

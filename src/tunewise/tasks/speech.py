@@ -375,6 +375,7 @@ class SpeechRecognitionTask:
         sc = config.speech
         start = time.perf_counter()
         limit = int(getattr(whisper_of(model).config, "max_target_positions", 448))
+        # no evaluation autocast here: Whisper's feature extractor turns its (then bf16) STFT into numpy
         transcripts = transcribe(model, data.eval, data.processor, generation_kwargs(data, sc, limit), sc.eval_batch_size,
                                  cache=self._encoded if sc.cache_encoder else None)
         result = score_transcripts(data.eval, transcripts, sc.language, _spelling(data.processor), time.perf_counter() - start,

@@ -26,23 +26,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tunewise.checkpoints import checkpoint_clock, is_work_folder, latest_checkpoint, parse_every
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
 
 
 def precision_flags(precision: str, device: str) -> dict[str, bool]:
-    """Trainer flags for a precision setting; mixed fp16 needs CUDA."""
-    on_cuda = device.startswith("cuda")
-    if precision == "auto":
-        if not on_cuda:
-            return {"fp16": False, "bf16": False}
-        return {"bf16": True, "fp16": False} if torch.cuda.is_bf16_supported() else {"fp16": True, "bf16": False}
-    if precision == "fp16" and not on_cuda:
-        raise TunewiseError("train.precision: fp16 mixed precision needs a CUDA GPU; use fp32 or bf16 on CPU")
-    return {"fp16": precision == "fp16", "bf16": precision == "bf16"}
+    """Trainer flags for a precision setting (:func:`tunewise.precision.effective_precision`:
+    ``auto`` is bf16 on CUDA with bf16 or on a CPU with native bf16, fp16 on older GPUs, else
+    fp32); fp16 without CUDA raises TunewiseError."""
+    from tunewise.precision import effective_precision, trainer_flags
+
+    return trainer_flags(effective_precision(precision, device))
 
 
 def early_stopping(config: RunConfig) -> bool:
@@ -127,9 +122,15 @@ def common_training_kwargs(config: RunConfig, workdir: Path, device: str, *, bes
         report_to=list(tc.report_to) or "none",  # the trackers of train.report_to (tunewise.tracking)
         use_cpu=not device.startswith("cuda"),
         dataloader_num_workers=0,
-        **precision_flags(tc.precision, device),
+        **_trainer_precision(config, device),
         **schedule_kwargs(config, workdir, best_metric=best_metric, greater_is_better=greater_is_better, evaluate=evaluate),
     )
+
+
+def _trainer_precision(config: RunConfig, device: str) -> dict[str, bool]:
+    from tunewise.precision import run_precision, trainer_flags
+
+    return trainer_flags(run_precision(config, device))
 
 
 def schedule_kwargs(config: RunConfig, workdir: Path | None, *, best_metric: str | None = None,
@@ -144,6 +145,9 @@ def schedule_kwargs(config: RunConfig, workdir: Path | None, *, best_metric: str
     tc = config.train
     every = parse_every(tc.checkpoint_every)
     resumable = _resumable(workdir) and every.unit != "off"
+    if resumable and every.unit == "minutes" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TunewiseError("train.checkpoint_every: every N minutes would let the ranks of a distributed run save at "
+                            "different steps; use epoch or a number of steps with torchrun / accelerate launch")
     early = early_stopping(config)
     if early and best_metric is None:
         raise TunewiseError("train.early_stopping_patience: this training loop has no validation metric; leave it out")
@@ -172,9 +176,12 @@ def schedule_kwargs(config: RunConfig, workdir: Path | None, *, best_metric: str
 
 
 def _resumable(workdir: Path | None) -> bool:
-    """A run's work folder, in a single process: distributed runs (torchrun) do not checkpoint for
-    resuming yet (every rank would have to resume from the same folder; untested without GPUs)."""
-    return is_work_folder(workdir) and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    """A run's work folder (``fit`` opens it; in a distributed run every rank trains in the same one)."""
+    return is_work_folder(workdir)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def train_resumable(trainer: Any, config: RunConfig, workdir: Path | None) -> Any:
@@ -190,7 +197,7 @@ def train_resumable(trainer: Any, config: RunConfig, workdir: Path | None) -> An
     if not _resumable(workdir):
         return trainer.train()
     folder = Path(workdir)  # type: ignore[arg-type]
-    point = latest_checkpoint(folder)
+    point = latest_checkpoint(folder, remove_broken=_rank() == 0)  # every rank picks the same one; rank 0 tidies
     trainer.add_callback(checkpoint_clock(folder, parse_every(config.train.checkpoint_every), point.train_seconds))
     return trainer.train(resume_from_checkpoint=str(point.checkpoint) if point.checkpoint is not None else None)
 

@@ -249,3 +249,28 @@ def test_head_strategy_sweep_goes_through_the_strategy_train_hook(config, tmp_pa
     assert [p.epoch for p in result.points if p.kind == "time"] == [1.0, 2.0]
     assert {p.extra["strategy"] for p in result.points} == {"head"}
     assert len(result.data_summary) == 3
+
+
+def test_each_size_has_a_paired_interval_over_the_evaluation_items(swept):
+    """The per-item scores kept by the sweep give each size the interval a single fit gets."""
+    from tunewise.budget.intervals import BEFORE_FILE, size_intervals
+    from tunewise.evaluate.uncertainty import paired_interval
+
+    result, _ = swept
+    before = json.loads((result.output_dir / BEFORE_FILE).read_text())["items"]
+    assert sum(before) / len(before) == pytest.approx(result.metric_before)
+    rows = result.size_intervals
+    assert [r["size"] for r in rows] == SIZES and all(r["seeds"] == 2 and r["n"] == len(before) for r in rows)
+    for r in rows:
+        mean = next(s.mean_metric for s in result.data_summary if s.size == r["size"])
+        assert r["difference"] == pytest.approx(mean - result.metric_before, abs=1e-9)
+        assert r["abs_low"] <= r["difference"] <= r["abs_high"] and 0 <= r["p_value"] <= 1
+    # the same numbers as the paired bootstrap of one run, on the seeds' mean per-item scores
+    pts = [p for p in result.points if p.kind == "data" and p.size == SIZES[-1]]
+    mean_after = [sum(col) / len(pts) for col in zip(*(p.extra["items"] for p in pts))]
+    direct = paired_interval(before, mean_after, seed=3 + SIZES[-1])
+    assert rows[-1]["abs_low"] == pytest.approx(direct["abs_low"]) and rows[-1]["p_value"] == pytest.approx(direct["p_value"])
+    summary = json.loads(result.summary_path.read_text(encoding="utf-8"))
+    assert [r["size"] for r in summary["data_intervals"]] == SIZES
+    assert "paired over the" in (result.output_dir / "summary.md").read_text(encoding="utf-8")
+    assert size_intervals(result.points, None) == [] and size_intervals(result.points, before[:-1]) == []

@@ -30,6 +30,9 @@ from typer.testing import CliRunner
 
 from tunewise.cli.app import app
 
+STOPPED = ("finished work is kept, unfinished output was not published; the same command continues it "
+           "(fit: add --resume; a budget sweep picks up its finished points)")
+
 RESULT_FILES = ("metrics.json", "model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "report.html",
                 "summary.json", "merged_from.json")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -151,8 +154,8 @@ def _wait_for(predicate, proc: subprocess.Popen, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(("signum", "code", "message"), [
-    (signal.SIGTERM, 143, "error: interrupted (SIGTERM); finished work is kept, unfinished output was not published"),
-    (signal.SIGINT, 130, "error: interrupted; finished work is kept, unfinished output was not published"),
+    (signal.SIGTERM, 143, "error: interrupted (SIGTERM); " + STOPPED),
+    (signal.SIGINT, 130, "error: interrupted; " + STOPPED),
 ], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_during_fit_is_one_line_and_publishes_nothing(signum, code, message, tiny_st_model, tmp_path):
     """A scheduler's SIGTERM ends a run as Ctrl-C does: the staging folder is removed, one line, exit 128 + signal."""

@@ -93,14 +93,18 @@ def test_medium_and_large_next_to_the_guides_table_8():
     """Table 8 of the fine-tuning guide: Whisper needs about 5 GB (medium) and 10 GB (large) of GPU memory.
 
     Those figures match LoRA with fp16 autocast, activation checkpointing and one clip per step
-    (weights in fp32 plus fp16 copies, adapters' states, little activation memory); full
+    (weights in fp32, adapters' states, little activation memory: with checkpointing the frozen
+    base's fp16 copies live one block at a time); full
     fine-tuning in the same setting needs about 3.2x (AdamW states of every parameter).
     """
     medium, large = load_arch(DATA / "whisper-medium"), load_arch(DATA / "whisper-large-v2")
     assert medium.n_params == 763_857_920 and large.n_params == 1_543_304_960  # transformers' counts for these checkpoints
     lean = {"strategy": "lora", "precision": "fp16", "gradient_checkpointing": True, "batch_size": 1, "seq_len": 64, "device": "cuda"}
-    assert estimate_speech(medium, **lean).total_bytes / GB == pytest.approx(5.0, rel=0.2)
-    assert estimate_speech(large, **lean).total_bytes / GB == pytest.approx(10.0, rel=0.2)
+    # measured on an H200 (benchmarks/results/speech_memory_cuda.md): 3.60 and 7.02 GB through the caching allocator
+    assert estimate_speech(medium, **lean).allocator_bytes / GB == pytest.approx(3.60, rel=0.1)
+    assert estimate_speech(large, **lean).allocator_bytes / GB == pytest.approx(7.02, rel=0.1)
+    assert estimate_speech(medium, **lean).total_bytes / GB == pytest.approx(5.0, rel=0.25)  # Table 8, context included
+    assert estimate_speech(large, **lean).total_bytes / GB == pytest.approx(10.0, rel=0.3)
     full = {**lean, "strategy": "full"}
     assert estimate_speech(medium, **full).total_bytes / GB > 15 and estimate_speech(large, **full).total_bytes / GB > 30
 

@@ -57,6 +57,27 @@ def test_clip_end_to_end(tiny_clip, tmp_path):
     CLIPModel.from_pretrained(str(out))  # the ecosystem's loaders open the output
     CLIPProcessor.from_pretrained(str(out))
 
+    # tunewise predict: captions search a folder of images, scored as the saved model's own embeddings score them
+    from tunewise.predict import predict
+    from tunewise.tasks.clip import ClipTask
+
+    images = sorted((tmp_path / "d" / "img").glob("*.png"))[:5]
+    captions = ["a red square", "a blue square"]
+    rows = predict(out, captions, corpus=[str(p) for p in images], top_k=3, progress=False)
+    assert len(rows) == 6 and {r["text"] for r in rows} == set(captions) and [r["rank"] for r in rows[:3]] == [1, 2, 3]
+    task = ClipTask()
+    cfg.model = str(out)
+    img, txt = task.embed(task.load_model(cfg, "cpu"), images, captions, 8)
+    sims = txt @ img.T
+    for q, caption in enumerate(captions):
+        mine = [r for r in rows if r["text"] == caption]
+        assert [r["score"] for r in mine] == sorted((r["score"] for r in mine), reverse=True)
+        assert mine[0]["score"] == pytest.approx(float(sims[q].max()), abs=1e-4)
+        for r in mine:
+            assert r["score"] == pytest.approx(float(sims[q, [str(p) for p in images].index(r["hit"])]), abs=1e-4)
+    vectors = predict(out, captions, progress=False)  # no corpus: the captions' embeddings
+    assert len(vectors) == 2 and abs(sum(x * x for x in vectors[0]["embedding"]) - 1) < 1e-4
+
 
 def test_symmetric_loss_goes_down(tiny_clip, tmp_path):
     """A few steps on the same batch lower CLIP's own contrastive loss (the Trainer path's loss)."""

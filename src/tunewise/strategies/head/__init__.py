@@ -116,7 +116,12 @@ class HeadStrategy:
         if config.train.early_stopping_patience is not None:
             view = HeadStrategy.eval_model(model, task, options, config)
             validate = lambda: task.evaluate(view, data, config, split="validation").metrics  # noqa: E731
-        return _kind(task).train(model, task, data, options, config, workdir=workdir, callbacks=callbacks, validate=validate)
+        # the backbone's features are computed in the run's precision (cached apart from fp32 ones);
+        # the head itself trains in fp32 (train_head_module switches autocast off)
+        from tunewise.precision import evaluation_autocast
+
+        with evaluation_autocast(config, model):
+            return _kind(task).train(model, task, data, options, config, workdir=workdir, callbacks=callbacks, validate=validate)
 
     @staticmethod
     def eval_model(model: Any, task: Any, options: HeadOptions, config: RunConfig) -> Any:

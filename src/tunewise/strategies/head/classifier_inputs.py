@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tunewise.config import RunConfig
+from tunewise.evaluate.batching import in_order, inverse, length_order
 from tunewise.models.feature_cache import cached_features, fingerprint
 from tunewise.strategies.base import head_modules_of
 from tunewise.strategies.head.training import FeatureKind, body_fingerprint, feature_inputs, train_cached_head
@@ -49,20 +50,31 @@ def train_classifier_head(model: nn.Module, task: Any, data: Any, options: Any, 
     inputs = feature_inputs(task)
     (head,) = head_modules_of(task, model)
     device = str(next(model.parameters()).device)
-    keys = inputs.feature_keys(data.train)
-    by_key = dict(zip(keys, data.train))
+    train, labels, levers = list(data.train), list(data.train_labels), {}
+    if "augment" in task.spec.levers:  # text: augmented copies are more cached inputs (the head sees them all)
+        from tunewise.data.training_rows import labeled_texts
+
+        train, labels, levers = labeled_texts(train, labels, config)
+    keys = inputs.feature_keys(train)
+    by_key = dict(zip(keys, train))
     key = fingerprint(kind="classifier-head-inputs", weights=body_fingerprint(model, task), preprocessing=inputs.preprocessing())
 
     def compute(todo: list[str]) -> torch.Tensor:
-        return head_inputs(model, head, inputs.feature_batches([by_key[k] for k in todo], config.eval.batch_size), device)
+        items = [by_key[k] for k in todo]
+        order = length_order(items)  # texts of similar length share a batch (images keep their order)
+        rows = head_inputs(model, head, inputs.feature_batches(in_order(items, order), config.eval.batch_size), device)
+        return rows[inverse(order)]
 
     cache = cached_features(key, keys, compute, use_cache=options.cache)
     module = LinearOverFeatures(head, cache.features.to(device))
-    dataset = Dataset.from_dict({"rows": list(range(len(keys))), "labels": list(data.train_labels)})
+    dataset = Dataset.from_dict({"rows": list(range(len(keys))), "labels": labels})
     if validate is not None and data.validation:
         validate = _cached_validation(module, inputs, data, key, compute, options, device, by_key)
-    return train_cached_head(module, dataset, cache, key, options, config, device=device, workdir=workdir,
-                             callbacks=callbacks, examples=len(keys), inputs={"inputs": len(keys)}, validate=validate)
+    stats = train_cached_head(module, dataset, cache, key, options, config, device=device, workdir=workdir,
+                              callbacks=callbacks, examples=len(keys), inputs={"inputs": len(keys)}, validate=validate)
+    if levers:
+        stats.details["levers"] = levers
+    return stats
 
 
 def _cached_validation(module: LinearOverFeatures, inputs: Any, data: Any, key: str, compute: Any, options: Any,

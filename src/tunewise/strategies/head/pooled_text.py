@@ -76,12 +76,13 @@ class HeadOverFeatures(nn.Module):
             out = module(out)
         return nn.functional.normalize(out["sentence_embedding"], dim=-1)  # (batch, dim_out)
 
-    def forward(self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor | None = None):
+    def forward(self, anchor: torch.Tensor, positive: torch.Tensor, **negatives: torch.Tensor):
+        # negatives: ``negative`` (triplets data) or ``negative_1..n`` (mined, tunewise.data.hard_negatives)
         a = self.embed(anchor)
         candidates = self.embed(positive)  # in-batch negatives: every other positive
-        if negative is not None:
-            candidates = torch.cat([candidates, self.embed(negative)])
-        scores = self.scale * a @ candidates.T  # (batch, batch[ * 2])
+        if negatives:
+            candidates = torch.cat([candidates, *(self.embed(rows) for rows in negatives.values())])
+        scores = self.scale * a @ candidates.T  # (batch, batch * (1 + negatives))
         loss = nn.functional.cross_entropy(scores, torch.arange(len(a), device=a.device))
         return {"loss": loss}
 
@@ -92,8 +93,11 @@ def train_embedding_head(model, task: Any, data, options: Any, config: RunConfig
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    rows = data.train
-    roles = [r for r in ("anchor", "positive", "negative") if rows and r in rows[0]]
+    from tunewise.data.hard_negatives import negative_columns
+    from tunewise.data.training_rows import search_rows
+
+    rows, levers = search_rows(data.train, data, config, model)
+    roles = [r for r in ("anchor", "positive") if rows and r in rows[0]] + (negative_columns(rows[0]) if rows else [])
     texts = sorted({r[role] for r in rows for role in roles})
     index = {t: i for i, t in enumerate(texts)}
     key = features_key(model)
@@ -111,13 +115,18 @@ def train_embedding_head(model, task: Any, data, options: Any, config: RunConfig
 
         def on_epoch_begin(self, args, state, control, **kwargs):
             if state.epoch and state.epoch >= 1:
-                with torch_threads(threads):  # the backbone gets the threads it normally has
+                from tunewise.precision import evaluation_autocast
+
+                # the backbone gets the threads and the precision it had for the first epoch
+                with torch_threads(threads), evaluation_autocast(config, model):
                     module.features = encode_body(model, texts, batch).to(module.features.device)
 
     extra = [] if options.cache else [ReEncode()]
     stats = train_cached_head(module, dataset, cache, key, options, config, device=device, workdir=workdir,
                               callbacks=[*extra, *(callbacks or [])], examples=len(rows), inputs={"texts": len(texts)}, validate=validate)
     model.to(device)
+    if levers:
+        stats.details["levers"] = levers
     return stats
 
 

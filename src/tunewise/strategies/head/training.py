@@ -129,7 +129,9 @@ def train_head_module(module: nn.Module, dataset: Any, options: Any, config: Run
                           callbacks=[_epoch_timer(epoch_seconds), *(callbacks or []), *early_stopping_callback(config)])
     quiet_progress(trainer)  # tunewise's bar or per-epoch lines, no raw log dicts
     start = time.perf_counter()
-    with _single_thread(device):
+    from tunewise.precision import training_autocast_off
+
+    with _single_thread(device), training_autocast_off(device):  # tiny fp32 matmuls; features may be bf16-computed
         output = train_resumable(trainer, config, workdir)
     return trainer, output, time.perf_counter() - start
 
@@ -143,7 +145,8 @@ def head_train_stats(cache, key: str, options: Any, trainer: Any, output: Any, t
     later = epoch_seconds[1:]
     details = {
         "feature_cache": {"status": cache.status, "path": str(cache.path) if options.cache else None,
-                          "fingerprint": key, **inputs, "encoded": cache.encoded,
+                          # the folder's key: the backbone's, plus the precision when features were computed under autocast
+                          "fingerprint": cache.path.name if key else key, **inputs, "encoded": cache.encoded,
                           "build_seconds": round(cache.seconds, 4)},
         "epoch_seconds": [round(s, 4) for s in epoch_seconds],
         "epoch_losses": [round(float(h["loss"]), 5) for h in trainer.state.log_history if "loss" in h],
