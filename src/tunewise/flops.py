@@ -160,7 +160,14 @@ def probe_peak_flops(device: str, precision: str, *, size: int = PROBE_SIZE, rep
 
 
 def peak_flops(device: str, precision: str) -> float:
-    """:func:`probe_peak_flops`, cached in ``<tunewise cache>/peak_flops.json`` under :func:`probe_key`."""
+    """:func:`probe_peak_flops`, cached in ``<tunewise cache>/peak_flops.json`` under :func:`probe_key`.
+
+    A probe on a busy CPU reads low (and every MFU after it high), so each entry keeps the load
+    average it was measured at: it is reused while the machine is at least as busy, or was quiet
+    then; a quieter machine probes again and keeps the higher peak.
+    """
+    import os
+
     from tunewise.files import cache_root, write_json
 
     path = cache_root() / "peak_flops.json"
@@ -171,10 +178,17 @@ def peak_flops(device: str, precision: str) -> float:
         table = {}
     if not isinstance(table, dict):
         table = {}
-    if isinstance(table.get(key), (int, float)) and table[key] > 0:
-        return float(table[key])
+    cpu = not str(device).startswith("cuda")
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] / cores if cpu and hasattr(os, "getloadavg") else 0.0
+    entry = table.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float)) and entry["flops"] > 0:
+        if entry.get("load_per_core", 1e9) <= max(0.5, load):
+            return float(entry["flops"])
     value = probe_peak_flops(device, precision)
-    table[key] = value
+    if isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float)) and entry["flops"] > value:
+        value, load = float(entry["flops"]), min(load, float(entry.get("load_per_core", load)))
+    table[key] = {"flops": value, "load_per_core": round(load, 3)}
     write_json(path, table)
     return value
 

@@ -210,6 +210,7 @@ def test_peak_probe_is_cached_per_key(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path))
     calls = []
     monkeypatch.setattr(flops, "probe_peak_flops", lambda device, prec: calls.append(prec) or 1e9)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
     assert flops.peak_flops("cpu", "bf16") == 1e9 and flops.peak_flops("cpu", "bf16") == 1e9
     flops.peak_flops("cpu", "fp32")
     assert calls == ["bf16", "fp32"]
@@ -235,3 +236,19 @@ def test_a_task_can_keep_auto_in_fp32_on_cpu(cpu_flags, monkeypatch):
     assert run_precision(cfg, "cpu") == "fp32"
     cfg.train.precision = "bf16"
     assert run_precision(cfg, "cpu") == "bf16"
+
+
+def test_a_probe_from_a_busy_machine_is_redone_when_it_is_quiet(tmp_path, monkeypatch):
+    """A busy CPU's probe reads low; a quieter run probes again and keeps the higher peak."""
+    import os
+
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path))
+    cores = os.cpu_count() or 1
+    readings = iter([2e9, 8e9, 5e9])
+    monkeypatch.setattr(flops, "probe_peak_flops", lambda device, prec: next(readings))
+    monkeypatch.setattr("os.getloadavg", lambda: (20.0 * cores, 0, 0))
+    assert flops.peak_flops("cpu", "fp32") == 2e9  # busy: probed
+    assert flops.peak_flops("cpu", "fp32") == 2e9  # as busy: reused
+    monkeypatch.setattr("os.getloadavg", lambda: (0.1 * cores, 0, 0))
+    assert flops.peak_flops("cpu", "fp32") == 8e9  # quiet now: probed again
+    assert flops.peak_flops("cpu", "fp32") == 8e9  # measured quiet: reused, the third reading is never taken

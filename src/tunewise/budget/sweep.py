@@ -19,7 +19,9 @@ Points run on a backend (:mod:`tunewise.budget.backends`): in this process, or a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -151,6 +153,44 @@ def equal_labels_probe(task: Any, model: Any, subset: Any, cfg: RunConfig) -> tu
     return 0.0, float(result.metrics[primary]), float(result.seconds)
 
 
+_POINT_ROOT: list[Path] = []  # run_budget's <budget folder>/.points while an in-process backend runs its jobs
+
+
+def point_name(job: PointJob) -> str:
+    return f"{job.kind}-{job.size}-seed{job.seed}"
+
+
+@contextlib.contextmanager
+def point_folder(job: PointJob, cfg: RunConfig):
+    """Where a point trains: ``(folder, earlier)``.
+
+    A data point of a sweep run in this process trains in ``<budget folder>/.points/<point>``, a
+    work folder (:mod:`tunewise.checkpoints`) that the Trainer checkpoints into as
+    ``train.checkpoint_every`` says; a sweep killed mid-point continues that point from its last
+    checkpoint on the next run (``earlier``: that checkpoint, for the seconds it already trained)
+    and the folder goes once the point is stored. Time curves (they evaluate as they train), Ray
+    workers and ``checkpoint_every: off`` train in a temporary folder.
+    """
+    from tunewise.checkpoints import RUN_FILE, is_work_folder, latest_checkpoint, parse_every
+
+    if not _POINT_ROOT or job.kind != "data" or parse_every(cfg.train.checkpoint_every).unit == "off":
+        with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as tmp:
+            yield tmp, None
+        return
+    folder = _POINT_ROOT[-1] / point_name(job)
+    earlier = None
+    if is_work_folder(folder):
+        point = latest_checkpoint(folder)
+        earlier = point if point.checkpoint is not None else None
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        from tunewise.files import write_json
+
+        write_json(folder / RUN_FILE, {"budget_point": job.label})
+    yield str(folder), earlier
+
+
 def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_before: float, device: str,
             emit: Callable[[BudgetPoint], None]) -> None:
     """Train one job from a fresh pre-trained model and ``emit`` each finished point.
@@ -176,7 +216,7 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
     base = {"strategy": run_cfg.strategy_name, "device": device,
             **({"probe_eval_seconds": round(probe_eval, 3)} if equal is not None else {})}
     same = {"higher_is_better": higher, "metric_before_equal_labels": equal}
-    with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as workdir:
+    with point_folder(job, run_cfg) as (workdir, earlier):
         if job.kind == "time":
             def on_curve(cp: CurvePoint) -> None:
                 if cp.final and job.data_point:  # before the time point: a run killed in between runs again
@@ -196,6 +236,9 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
             return
         stats, _ = train_with_strategy(strategy, options, task, model, subset, run_cfg,
                                        workdir=Path(workdir), callbacks=None)
+        if earlier is not None:  # a killed point continued from its checkpoint: its earlier training counts
+            stats.seconds += earlier.train_seconds
+            base["resumed_from_step"] = earlier.step
     after = task.evaluate(eval_model(strategy, model, task, options, run_cfg), subset, run_cfg)
     emit(BudgetPoint(job.size, job.seed, metric_before, float(after.metrics[primary]), float(stats.seconds) + probe_seconds,
                      float(after.seconds), **same, extra={**base, "steps": stats.steps, "epochs": stats.epochs,
@@ -207,6 +250,8 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
                                                      else {}),
                                                   # what the data levers did and cost (tunewise.budget.levers prices it)
                                                   **({"levers": stats.details["levers"]} if stats.details.get("levers") else {})}))
+    if _POINT_ROOT:  # the point is stored: its checkpoints go
+        shutil.rmtree(_POINT_ROOT[-1] / point_name(job), ignore_errors=True)
 
 
 def plan_sweep(n_available: int, cfg: RunConfig, *, sizes=None, seeds: int = 3, time_size: int | None = None,
@@ -461,6 +506,8 @@ def run_budget(
     resolved = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "overwrite")}
     fp_input = {"config": resolved, "sweep": plan.fingerprint_part(), "n_train": n}
     store = ResultStore(out / "results.jsonl", config_fingerprint(fp_input), config=fp_input, fresh=fresh)
+    if fresh:  # starting over: an interrupted point's checkpoints start over too
+        shutil.rmtree(out / ".points", ignore_errors=True)
     if store.torn_lines:
         console.print("[yellow]note:[/] the last point of the interrupted sweep was half-written; it runs again")
     jobs, reused = plan_jobs(plan, n, cfg, store)
@@ -535,6 +582,7 @@ def run_budget(
 
     decision = None
     if jobs:
+        _POINT_ROOT.append(out / ".points")  # in-process data points checkpoint there (point_folder)
         try:
             if splits is not None:
                 from tunewise.folds import run_fold_jobs
@@ -549,6 +597,7 @@ def run_budget(
                 runner.run(jobs, cfg=cfg, task=task, data=data, device=device, metric_before=before,
                            emit=emit, job_done=job_done)
         finally:
+            _POINT_ROOT.pop()
             _PRETRAINED.clear()
     result = build_result(out, store, plan, cfg, task, ran=finished, reused=reused,
                           wall_seconds=time.perf_counter() - wall,

@@ -274,3 +274,34 @@ def test_each_size_has_a_paired_interval_over_the_evaluation_items(swept):
     assert [r["size"] for r in summary["data_intervals"]] == SIZES
     assert "paired over the" in (result.output_dir / "summary.md").read_text(encoding="utf-8")
     assert size_intervals(result.points, None) == [] and size_intervals(result.points, before[:-1]) == []
+
+
+def test_a_point_killed_mid_training_continues_from_its_checkpoint(config, tmp_path, monkeypatch):
+    """A sweep killed inside a point's second epoch reruns that point from its epoch-1 checkpoint, and the
+    point ends where an uninterrupted sweep's does; its checkpoints go once it is stored."""
+    import tunewise.run as run_module
+    from transformers import TrainerCallback
+
+    cfg = {**config, "train": {**config["train"], "epochs": 2}}
+    whole = run_budget(cfg, sizes=[12, 48], seeds=1, time_sweep=False, output_dir=tmp_path / "whole")
+    original = run_module.train_with_strategy
+
+    class Kill(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if state.epoch and state.epoch >= 1 and args.num_train_epochs == 2 and state.max_steps == 12:
+                raise KeyboardInterrupt  # 48 pairs / batch 8 = 6 steps an epoch: the largest point's 2nd epoch
+
+    monkeypatch.setattr(run_module, "train_with_strategy",
+                        lambda *a, callbacks=None, **kw: original(*a, callbacks=[*(callbacks or []), Kill()], **kw))
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run_budget(cfg, sizes=[12, 48], seeds=1, time_sweep=False, output_dir=out)
+    folder = out / ".points" / "data-48-seed0"
+    assert [p.name for p in folder.glob("checkpoint-*")] == ["checkpoint-6"]
+    monkeypatch.setattr(run_module, "train_with_strategy", original)
+    resumed = run_budget(cfg, sizes=[12, 48], seeds=1, time_sweep=False, output_dir=out)
+    a = next(p for p in whole.points if p.size == 48)
+    b = next(p for p in resumed.points if p.size == 48)
+    assert b.extra["resumed_from_step"] == 6 and "resumed_from_step" not in a.extra
+    assert b.metric_after == a.metric_after and b.extra["steps"] == a.extra["steps"] == 12
+    assert b.train_seconds > 0 and not folder.exists()
