@@ -279,8 +279,9 @@ def test_each_size_has_a_paired_interval_over_the_evaluation_items(swept):
 def test_a_point_killed_mid_training_continues_from_its_checkpoint(config, tmp_path, monkeypatch):
     """A sweep killed inside a point's second epoch reruns that point from its epoch-1 checkpoint, and the
     point ends where an uninterrupted sweep's does; its checkpoints go once it is stored."""
-    import tunewise.run as run_module
     from transformers import TrainerCallback
+
+    import tunewise.run as run_module
 
     cfg = {**config, "train": {**config["train"], "epochs": 2}}
     whole = run_budget(cfg, sizes=[12, 48], seeds=1, time_sweep=False, output_dir=tmp_path / "whole")
