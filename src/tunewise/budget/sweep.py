@@ -599,6 +599,8 @@ def run_budget(
         finally:
             _POINT_ROOT.pop()
             _PRETRAINED.clear()
+            with contextlib.suppress(OSError):  # gone when every point finished (a killed point's folder stays)
+                (out / ".points").rmdir()
     result = build_result(out, store, plan, cfg, task, ran=finished, reused=reused,
                           wall_seconds=time.perf_counter() - wall,
                           adaptive=None if decision is None else decision.as_dict(), **report_args)
