@@ -200,8 +200,8 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
     allocator, estimate = choose_cpu_allocator(cfg, estimate, device)
     if estimate is not None:
         console.print(f"memory: estimated peak {estimate.total_bytes / 2**20:,.0f} MiB on {device}")
-    console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}, "
-                  f"{run_precision(cfg, device)}")
+    precision = run_precision(cfg, device)  # what train.precision resolves to here (tunewise.precision)
+    console.print(f"training ({cfg.strategy_name}: {trainable:,} of {total:,} parameters train) on {device}, {precision}")
     for note in checkpoints.notes:
         console.print(f"[yellow]checkpoints:[/] {note}")
 
@@ -259,9 +259,9 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
                 "epochs": stats.epochs,
                 "samples_per_second": round(stats.samples_per_second, 3),
                 "device": device,
-                "precision": run_precision(cfg, device),  # what train.precision resolved to (tunewise.precision)
+                "precision": precision,
                 # model FLOPs per sample, achieved vs a measured peak, MFU (tunewise.flops); None: not counted
-                "flops": run_flops(task, model, stats, seen.tokens, device, run_precision(cfg, device)),
+                "flops": run_flops(task, model, stats, seen.tokens, device, precision),
                 "history": stats.history,
                 "best": stats.best,
             },
@@ -345,8 +345,7 @@ def train_with_strategy(strategy: Any, options: Any, task: Any, model: Any, data
     callbacks = [DivergenceGuard(), *(callbacks or [])]  # a diverged run stops here, before any result is written
     stats = strategy_train(strategy, model, task, data, options, cfg, workdir=workdir, callbacks=callbacks)
     if stats is not None:
-        own = {"details": stats.details} if stats.details else {}
-        return stats, ({**own, "levers": stats.details["levers"]} if stats.details.get("levers") else own)
+        return stats, _levers({"details": stats.details} if stats.details else {}, stats)
     groups = strategy_param_groups(strategy, model, task, options, cfg)
     extra_callbacks = strategy_callbacks(strategy, model, task, options, cfg)
     stats = task.train(model, data, cfg, workdir=workdir, callbacks=[*callbacks, *extra_callbacks],
@@ -358,9 +357,12 @@ def train_with_strategy(strategy: Any, options: Any, task: Any, model: Any, data
     unfreezing = [cb.log for cb in extra_callbacks if hasattr(cb, "log")]
     if unfreezing:
         hooks["unfreezing"] = unfreezing[0]
-    if stats.details.get("levers"):  # what the data levers did and cost (tunewise.data.training_rows)
-        hooks["levers"] = stats.details["levers"]
-    return stats, hooks
+    return stats, _levers(hooks, stats)
+
+
+def _levers(hooks: dict[str, Any], stats: Any) -> dict[str, Any]:
+    """``hooks`` plus what the data levers did and cost (tunewise.data.training_rows), when any ran."""
+    return {**hooks, "levers": stats.details["levers"]} if stats.details.get("levers") else hooks
 
 
 def evaluate(config: RunConfig | str | Path | dict | None = None, *, model: str | None = None,

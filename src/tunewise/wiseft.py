@@ -84,12 +84,12 @@ def sweep(base, finetuned, in_domain: IRDataset, general: IRDataset, eval_cfg: E
     Returns:
         ``{"metric", "rule", "max_forgetting", "rows": [{alpha, in_domain, general, forgetting}], "chosen"}``.
     """
-    from tunewise.evaluate.retrieval import evaluate_retrieval as plain
+    from tunewise.evaluate.retrieval import evaluate_retrieval
     from tunewise.precision import inference_autocast, model_device
 
-    def evaluate_retrieval(model, data, cfg, show_progress=False):
+    def score(model, data: IRDataset) -> float:
         with inference_autocast(precision, model_device(model)):
-            return plain(model, data, cfg, show_progress=show_progress)
+            return evaluate_retrieval(model, data, quiet, show_progress=False).metrics[metric]
 
     alphas = check_alphas(alphas, option="--alphas")
     if not 0.0 <= max_forgetting <= 1.0:
@@ -100,13 +100,12 @@ def sweep(base, finetuned, in_domain: IRDataset, general: IRDataset, eval_cfg: E
     theta0 = {k: v.detach().clone() for k, v in base.state_dict().items()}
     theta1 = {k: v.detach().clone() for k, v in finetuned.state_dict().items()}
     interpolate_state_dicts(theta0, theta1, 1.0)  # architecture check before any evaluation
-    general_base = evaluate_retrieval(base, general, quiet, show_progress=False).metrics[metric]
+    general_base = score(base, general)
     rows = []
     try:
         for alpha in alphas:
             finetuned.load_state_dict(interpolate_state_dicts(theta0, theta1, alpha))
-            ind = evaluate_retrieval(finetuned, in_domain, quiet, show_progress=False).metrics[metric]
-            gen = evaluate_retrieval(finetuned, general, quiet, show_progress=False).metrics[metric]
+            ind, gen = score(finetuned, in_domain), score(finetuned, general)
             forgetting = (general_base - gen) / general_base if general_base else 0.0
             rows.append({"alpha": alpha, "in_domain": round(ind, 6), "general": round(gen, 6), "forgetting": round(forgetting, 6)})
             if console is not None:

@@ -127,7 +127,8 @@ def head_input_encoder(model: torch.nn.Module, task: Any, head: torch.nn.Linear)
             return features
 
         def save(self, output_path: str, *args, **kwargs) -> None:  # the task saves the classifier
-            raise NotImplementedError("the contrastive strategy saves the classifier through the task")
+            raise RuntimeError("internal: the pair-training encoder has no files of its own; the contrastive strategy saves "
+                               "the classifier through the task")
 
     return SentenceTransformer(modules=[HeadInputEncoder()], device=str(next(model.parameters()).device))
 
