@@ -51,7 +51,20 @@ TUNEWISE_CURVES: dict[str, tuple[str, str | None, list[str], int, int, int, bool
     "digits-search/head": ("image-search", None, ["strategy=head", "data.max_train=800"], 800, 6, 2, True),
     "faq-search-sv/partial": ("embedding", "sv", ["strategy=partial", "train.epochs=2"], 400, 6, 2, True),
     "faq-class-sv/partial": ("classification", "sv", ["strategy=partial", "train.epochs=3"], 400, 6, 2, True),
+    # The LLM format demo (SmolLM2-135M, LoRA): 200 questions is the demo's own size (all but the 40 held out
+    # would be 870; 400 doubles an already ~40-minute sweep on one thread).
+    "llm-format/lora": ("llm", "en", [], 200, 6, SEEDS, False),
 }
+# Curves read off another curve's sweep: the same points, another of their metrics (name -> (source, metric)).
+# exact_match also needs the right category of 39: it keeps climbing where format_valid saturates.
+DERIVED: dict[str, tuple[str, str]] = {"llm-exact/lora": ("llm-format/lora", "exact_match")}
+
+
+def derived_curve(source: dict, metric: str) -> dict:
+    """``source``'s points scored by another stored metric (its before is not stored: 0.0, the pre-trained
+    model's prose has neither the format nor the category)."""
+    points = [{**p, "metric": p["metrics"][metric]} for p in source["points"]]
+    return {**source, "metric": metric, "metric_before": None, "points": points, "derived_from": source["metric"]}
 
 
 def sklearn_curves() -> dict[str, dict]:
@@ -399,6 +412,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="curve names to (re)measure")
     parser.add_argument("--skip-costly", action="store_true", help="leave out partial-strategy curves")
     parser.add_argument("--n-boot", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads while measuring (1: the machine is shared)")
     args = parser.parse_args()
     if args.command == "analyze":
         cache = json.loads(CACHE.read_text(encoding="utf-8"))
@@ -414,13 +428,13 @@ def measure(args) -> None:
     from tunewise.files import write_text
     from tunewise.run import quiet_libraries
 
-    torch.set_num_threads(1)  # the machine is shared; ratios, not speed, matter here
+    torch.set_num_threads(args.threads)  # the machine is shared; the curves' metrics, not speed, matter here
     quiet_libraries()
     cache = json.loads(CACHE.read_text(encoding="utf-8")) if CACHE.is_file() else {"curves": {}}
     curves = cache["curves"]
 
     def save() -> None:
-        cache["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, 1 thread"
+        cache["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, 1 thread unless a curve says"
         write_text(CACHE, json.dumps(cache, indent=1) + "\n")
 
     wanted = set(args.only or [])
@@ -433,8 +447,11 @@ def measure(args) -> None:
         if (wanted and name not in wanted) or (not wanted and name in curves) or (args.skip_costly and spec[-1]):
             continue
         print(f"measuring {name} ...", flush=True)
-        curves[name] = tunewise_curve(name)
+        curves[name] = {**tunewise_curve(name), "threads": args.threads}
         print(f"  done in {curves[name]['seconds']:.0f} s", flush=True)
+        for derived, (source, metric) in DERIVED.items():
+            if source == name:
+                curves[derived] = derived_curve(curves[name], metric)
         save()
 
 

@@ -359,13 +359,29 @@ def _time_job(plan: SweepPlan, seed: int, subsets: dict[int, list[int]], points:
                     data_point=data_point)
 
 
-def _check_options(*, price_per_hour, target, drop) -> None:
-    """Options that need neither the data nor the grid: checked before anything is read."""
+def _check_options(*, price_per_hour, target, drop, bounded: bool = True) -> None:
+    """Options that need neither the data nor the grid: checked before anything is read.
+
+    ``bounded``: the primary metric is a score in [0, 1] (higher is better); a lower-is-better
+    metric (WER, loss, perplexity) may exceed 1, and the forecast checks its upper end later.
+    """
     check_price_per_hour(price_per_hour)
-    if target is not None and not (isinstance(target, (int, float)) and 0 <= target <= 1):
-        hint = f" (for {target:g}% write {target / 100:g})" if isinstance(target, (int, float)) and 1 < target <= 100 else ""
-        raise TunewiseError(f"--target: must be a metric value in [0, 1]; got {target}{hint}")
+    number = isinstance(target, (int, float)) and not isinstance(target, bool)
+    if target is not None and not (number and 0 <= target and (target <= 1 or not bounded)):
+        hint = f" (for {target:g}% write {target / 100:g})" if number and 1 < target <= 100 else ""
+        allowed = "in [0, 1]" if bounded else "of 0 or more"
+        raise TunewiseError(f"--target: must be a metric value {allowed}; got {target}{hint}")
     check_knee_drop(drop)
+
+
+def _bounded(cfg: RunConfig) -> bool:
+    """Whether the run's primary metric is a higher-is-better score in [0, 1] (unknown: assume so)."""
+    from tunewise.tasks import TASKS
+
+    try:
+        return bool(TASKS.get(cfg.task).spec.higher_is_better(cfg.eval.primary))
+    except Exception:  # noqa: BLE001  (an unknown task or metric fails later, with its own message)
+        return True
 
 
 def _check_report_options(plan: SweepPlan, *, target, forecast_sizes, validate) -> None:
@@ -469,7 +485,7 @@ def run_budget(
     cfg, trackers = sweep_trackers(as_config(config, overrides))  # points report to nothing; the sweep is logged at the end
     console = console or Console(stderr=True)
     runner = get_backend(backend, address=ray_address)  # Ray missing fails before any work
-    _check_options(price_per_hour=price_per_hour, target=target, drop=drop)
+    _check_options(price_per_hour=price_per_hour, target=target, drop=drop, bounded=_bounded(cfg))
     from tunewise.budget.adaptive import check_stop_width
 
     check_stop_width(stop_width)

@@ -126,6 +126,9 @@ class TrainConfig:
                                                              "auto: bf16 on GPUs that have it (else fp16) and on CPUs with native bf16 "
                                                              "(avx512_bf16, AMX), else fp32. fp16 needs a GPU."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
+    group_by_length: bool = field(default=True, metadata={"help": "Text search training: batch texts of similar length "
+                                                          "together (shuffled within windows of 8 batches; less padding, "
+                                                          "same epoch). false: plain random batches."})
     early_stopping_patience: int | None = field(default=None, metadata={"help": "Stop after this many evaluations without gain on a validation "
         "share of the training data (data.validation_fraction) scored with "
         "train.early_stopping_metric; restores the best checkpoint. Every task and strategy."})

@@ -96,6 +96,8 @@ def _length_sorted(texts: list[str], labels) -> tuple[list[str], list[int]]:
 class ClassificationTask:
     """Fine-tune a text encoder with a classification head: text -> one of N labels."""
 
+    saves_merged = True  # save() folds a LoRA adapter in: `tunewise merge` copies the run's model
+
     spec = TaskSpec(
         name="classification", summary="text classification: text -> one of N labels (transformers)",
         unit="items", primary="accuracy", metrics=CLASSIFIER_METRICS, head=CLASSIFIER_HEAD,

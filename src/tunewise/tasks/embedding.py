@@ -39,12 +39,13 @@ def training_arguments(config: RunConfig, workdir: Path, device: str, *, in_batc
     Early stopping watches the validation evaluator's primary metric (``eval_val_<primary>``).
     """
     from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
+
+    from tunewise.tasks.length_batches import batch_sampler
 
     watched = f"eval_val_{stopping_metric(config)[0]}" if early_stopping(config) else None
     kwargs: dict[str, Any] = dict(
         **common_training_kwargs(config, workdir, device, best_metric=watched, evaluate=evaluate),
-        batch_sampler=BatchSamplers.NO_DUPLICATES if in_batch_negatives else BatchSamplers.BATCH_SAMPLER,
+        batch_sampler=batch_sampler(in_batch_negatives=in_batch_negatives, group_by_length=config.train.group_by_length),
     )
     kwargs.update(extra)
     return SentenceTransformerTrainingArguments(**kwargs)

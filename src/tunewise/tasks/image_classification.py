@@ -95,6 +95,8 @@ class CachedImageFeatures:
 class ImageClassificationTask(CachedImageFeatures):
     """Fine-tune a vision backbone with a classification head: image -> one of N labels."""
 
+    saves_merged = True  # save() folds a LoRA adapter in: `tunewise merge` copies the run's model
+
     spec = TaskSpec(
         name="image-classification", summary="image classification: image -> one of N labels (transformers or timm backbones)",
         unit="images", primary="accuracy", metrics=CLASSIFIER_METRICS, head=CLASSIFIER_HEAD,

@@ -100,6 +100,8 @@ def collate_pairs(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 class ImageSearchTask(CachedImageFeatures):
     """Fine-tune a vision backbone so that images retrieve images of their class."""
 
+    saves_merged = True  # save() folds a LoRA adapter in: `tunewise merge` copies the run's model
+
     spec = TaskSpec(
         name="image-search", summary="image search: images retrieve images of their class",
         unit="images", primary="mrr@20",

@@ -306,3 +306,17 @@ def test_a_point_killed_mid_training_continues_from_its_checkpoint(config, tmp_p
     assert b.extra["resumed_from_step"] == 6 and "resumed_from_step" not in a.extra
     assert b.metric_after == a.metric_after and b.extra["steps"] == a.extra["steps"] == 12
     assert b.train_seconds > 0 and not folder.exists()
+
+
+def test_target_above_one_is_refused_for_scores_but_not_for_lower_is_better_metrics():
+    """--target 5 is a perplexity or loss to get down to, not a percentage of a [0, 1] score."""
+    from tunewise.budget.sweep import _bounded, _check_options
+    from tunewise.config import load_config
+
+    with pytest.raises(TunewiseError, match=r"--target: must be a metric value in \[0, 1\]; got 75 \(for 75% write 0.75\)"):
+        _check_options(price_per_hour=None, target=75, drop=0.05, bounded=True)
+    _check_options(price_per_hour=None, target=5.0, drop=0.05, bounded=False)
+    with pytest.raises(TunewiseError, match="of 0 or more; got -1"):
+        _check_options(price_per_hour=None, target=-1, drop=0.05, bounded=False)
+    assert _bounded(load_config(None, values={"task": "embedding"}))
+    assert not _bounded(load_config(None, values={"task": "speech-recognition"}))  # primary: WER

@@ -163,12 +163,19 @@ def test_a_stop_during_fit_is_one_line_and_publishes_nothing(signum, code, messa
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "tunewise.cli.app", "fit", "--train", str(tmp_path / "pairs.jsonl"),
                              "--model", tiny_st_model, "-o", str(out), "--epochs", "500", "--lr", "1e-4", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**ENV, "PYTHONFAULTHANDLER": "1"})
     try:
         _wait_for(lambda: any(tmp_path.glob(".out.tmp-*")), proc, seconds=120)
         time.sleep(1.0)  # inside the training loop
         proc.send_signal(signum)
-        stdout, stderr = proc.communicate(timeout=60)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # hung: SIGABRT makes faulthandler (PYTHONFAULTHANDLER) print every thread's stack
+            proc.send_signal(signal.SIGABRT)
+            stdout, stderr = proc.communicate(timeout=30)
+            pytest.fail(f"the run did not stop within 60 s of the signal; its threads:\n{stderr[-6000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -264,3 +264,39 @@ def test_budget_points_start_from_the_probe_fitted_on_their_own_subset(tiny_bert
     assert sorted(seen) == [9, 18]
     # starting from the probe, a short fine-tune stays near the probe's accuracy, not at chance (1/3)
     assert all(p.metric_after > 0.5 for p in result.points)
+
+
+def test_merge_of_a_classification_lora_run_gives_base_plus_adapter_plus_head(tiny_bert, tmp_path):
+    """`tunewise merge` on a classifier (merge: false): a plain model equal to the base model with the
+    adapter applied and the run's trained head, with the run's labels."""
+    from peft import PeftModel
+    from rich.console import Console
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tunewise.run import fit
+    from tunewise.strategies.lora import merge_run
+
+    data = _texts_file(tmp_path / "texts.jsonl")
+    out = tmp_path / "out"
+    cfg = load_config(None, ["task=classification", f"model={tiny_bert}", f"data.train={data}", f"output_dir={out}",
+                             "train.epochs=2", "train.batch_size=8", "data.eval_fraction=0.25", "train.learning_rate=1e-2",
+                             "strategy={name: lora, rank: 4, merge: false}"])
+    fit(cfg, console=Console(quiet=True))
+    merged_dir = merge_run(out, tmp_path / "merged")
+    merged = AutoModelForSequenceClassification.from_pretrained(str(merged_dir)).eval()
+    assert sorted(merged.config.id2label.values()) == ["alpha", "beta", "gamma"]
+    assert json.loads((merged_dir / "merged_from.json").read_text())["strategy"] == "lora"
+
+    # by hand: the pre-trained body, the adapter on it, the run's head
+    labels = merged.config.id2label
+    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3, id2label=labels,
+                                                              label2id={v: k for k, v in labels.items()})
+    base.bert = PeftModel.from_pretrained(base.bert, str(out / "adapter")).merge_and_unload()
+    base.classifier.load_state_dict(merged.classifier.state_dict())
+    base.eval()
+    batch = AutoTokenizer.from_pretrained(str(merged_dir))(["w0 w1 w2", "w20 w21 w22"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, base(**batch).logits)
+        untrained = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3).eval()
+        untrained.classifier.load_state_dict(merged.classifier.state_dict())
+        assert not torch.allclose(untrained(**batch).logits, merged(**batch).logits)  # the adapter did change the body
