@@ -178,6 +178,7 @@ def fit_cases(curves: dict, n_boot: int) -> list[dict]:
 
     import numpy as np
 
+    from tunewise.budget.calibration import stuck_at_zero
     from tunewise.budget.forecast import forecast
     from tunewise.files import cache_root, write_text
 
@@ -203,6 +204,8 @@ def fit_cases(curves: dict, n_boot: int) -> list[dict]:
                 store[key] = _dump(res)
             z = np.stack([b.predict([largest]) for b in res.boot])[:, 0]
             cases.append({"curve": name, "source": curve["source"], "metric": curve["metric"], "horizon": h,
+                          # the product gives no forecast for a score still at 0 (calibration.stuck_at_zero)
+                          "refused": stuck_at_zero(res),
                           "fitted": fitted, "size": largest, "observed": float(obs.mean()), "seeds": int(obs.size),
                           "bagged": float(res.mean[0]), "form": res.form, "result": res,
                           "z_observed": float(res._axis.to_fit(obs.mean())), "z_mid": float(np.median(z)),
@@ -273,8 +276,12 @@ def analyze(curves: dict, n_boot: int) -> dict:
     import numpy as np
 
     t = time.perf_counter()
-    cases = fit_cases(curves, n_boot)
-    print(f"{len(cases)} backtest cases from {len(curves)} curves ({time.perf_counter() - t:.0f} s)", flush=True)
+    every = fit_cases(curves, n_boot)
+    cases = [c for c in every if not c["refused"]]  # judged (and tuned) only where the product gives a number
+    refused = [{k: c[k] for k in ("curve", "metric", "horizon", "fitted", "size", "observed")}
+               for c in every if c["refused"]]
+    print(f"{len(cases)} backtest cases from {len(curves)} curves, {len(refused)} not forecast (a score still at 0) "
+          f"({time.perf_counter() - t:.0f} s)", flush=True)
     shipped = tune(cases)
     names = sorted({c["curve"] for c in cases})
     loco = {name: tune([c for c in cases if c["curve"] != name]) for name in names}
@@ -313,7 +320,7 @@ def analyze(curves: dict, n_boot: int) -> dict:
                     for tag in ("before", "after", "with_bias")},
         "with_bias_calibration": (lambda b: {"bias": b.bias, "floor": b.floor, "quantiles": {str(k): v for k, v in b.quantiles.items()}})(
             tune(cases, use_bias=True)),
-        "records": records,
+        "records": records, "refused": refused,
     }
 
 
@@ -392,6 +399,15 @@ def write_results(out: dict, curves: dict, machine: str) -> None:
             why.append("the curve changed shape beyond the fitted sizes (flat, then rising)")
         lines.append(f"* {r['curve']}: error {r['after_error']:.1f} points; {'; '.join(why)}; 80% interval "
                      f"{'held' if r['after80']['covers'] else 'missed'} the observed value.")
+    if out.get("refused"):
+        lines += ["", "## Not forecast: a score still at 0", "",
+                  "Where a higher-is-better score stayed within a point of 0 at every fitted size "
+                  "(`calibration.stuck_at_zero`), the forecast gives no number beyond the measured sizes (`trust` says so, "
+                  "and the recommendation says it instead of a forecast): the model has not started to learn what the "
+                  "metric counts, and no fitted curve can say where it will. These cases are left out of the tables and "
+                  "the tuning above (a curve flat at any other level is forecast as flat):", ""]
+        lines += [f"* {r['curve']} at {r['horizon']}x: {r['metric']} 0 at {','.join(map(str, r['fitted']))}, observed "
+                  f"{r['observed']:.3f} at {r['size']}." for r in out["refused"]]
     write_text(RESULTS.with_suffix(".md"), "\n".join(lines) + "\n")
     write_text(RESULTS.with_suffix(".json"), json.dumps(out, indent=1) + "\n")
     print("\n".join(lines))

@@ -40,8 +40,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--plain-runs", type=int, default=2)
+    parser.add_argument("--fp32-quality", action="store_true", help="add tunewise fp32 (random batches) runs over the "
+                        "same seeds to the stored results: the quality reference (their speed is not compared)")
     args = parser.parse_args()
     from tunewise.demos import demo_config
+
+    if args.fp32_quality:
+        fp32_quality(args.seeds)
+        return
 
     cfg = demo_config("/tmp/unused", name="embedding")
     load_before = os.getloadavg()
@@ -61,6 +67,31 @@ def main() -> None:
             runs[name].append(r)
             print(name, r, file=sys.stderr, flush=True)
     report(cfg, runs, load_before, os.getloadavg())
+
+
+def fp32_quality(seeds: int) -> None:
+    """tunewise in fp32 with random batches (what the plain script trains) over the same seeds, beside the
+    stored runs: is ``auto``'s fine-tuned metric within fp32's seed noise?"""
+    stored = json.loads((RESULTS / "train_speed.json").read_text())
+    runs = [dict(_child([TUNEWISE, "embedding", "fp32", str(42 + i), "train.group_by_length=false"]), seed=42 + i)
+            for i in range(seeds)]
+    for r in runs:
+        print("fp32", r, file=sys.stderr, flush=True)
+    fp32 = spread([r["after"] for r in runs])
+    auto = stored["summary"]["auto"]["after"]
+    gap = auto["mean"] - fp32["mean"]
+    noise = max(fp32["std"], auto["std"])
+    stored["fp32_quality"] = {"runs": runs, "after": fp32, "gap_auto_minus_fp32": gap, "seed_std": noise,
+                              "measured_at": time.strftime("%Y-%m-%d %H:%M")}
+    (RESULTS / "train_speed.json").write_text(json.dumps(stored, indent=2))
+    md = (RESULTS / "train_speed.md").read_text().rstrip("\n").split("\n\n<!-- fp32 -->")[0]
+    per_seed = ", ".join(f"{r['seed']}: {r['after']:.4f}" for r in runs)
+    md += (f"\n\n<!-- fp32 -->\nQuality against fp32: tunewise `train.precision=fp32`, random batches (the plain script's "
+           f"recipe), same seeds ({per_seed}; measured {stored['fp32_quality']['measured_at']}, speed not compared): "
+           f"mrr@20 {fp32['mean']:.4f} ± {fp32['std']:.4f}; `auto` - fp32 = {gap:+.4f}, seed-to-seed std {noise:.4f} "
+           f"({'within' if abs(gap) <= 2 * noise else 'BEYOND'} two seed std).\n")
+    (RESULTS / "train_speed.md").write_text(md)
+    print(md)
 
 
 def report(cfg, runs: dict[str, list[dict]], load_before, load_after) -> None:

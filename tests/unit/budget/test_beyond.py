@@ -47,11 +47,15 @@ def test_worth_it_names_the_gain_its_interval_and_the_break_even_item_price():
     assert "training them takes about 200 s more ($0.14 at $2.50/hour)" in text
 
 
-def test_saturated_curve_is_probably_not_worth_it():
+def test_saturated_curve_is_never_called_worth_it():
+    """+0.3 points in truth. With the backtest's spread floor (0.04 per doubling since the LLM curves joined
+    it) the 80% interval at 2x is about +-1.9 points, so the verdict is "probably not worth it" or, when its
+    top passes 2 points, "uncertain": never "worth it"."""
     text = advise(sweep(flat))
     assert text.startswith("Labeling 400 more pairs (to 800) is forecast to add ")
     assert float(text.split("add ")[1].split(" ")[0]) < 1.0  # points; the truth is +0.3
-    assert text.endswith("probably not worth it; training them takes about 200 s more ($0.14 at $2.50/hour).")
+    assert "probably not worth it; " in text or "uncertain, the interval includes no gain" in text
+    assert "training them takes about 200 s more ($0.14 at $2.50/hour)" in text
 
 
 def test_without_a_price_the_break_even_is_relative_to_the_gain():

@@ -152,3 +152,16 @@ def test_calibration_quantiles_interpolate_on_the_normal_scale():
 def test_interval_option_is_checked():
     with pytest.raises(TunewiseError, match="--interval"):
         forecast(points(lambda n: 0.5 + 0 * n, 0.01, seed=0), interval="conformal")
+
+
+def test_a_flat_curve_is_not_forecast_beyond_the_measured_sizes():
+    """Exact match stuck at 0 over 6-50 items (the LLM format demo) rose to 0.18 at 200: a flat curve
+    says nothing about where it starts to change, so the forecast is not trusted beyond it."""
+    flat = [BudgetPoint(n, k, 0.0, 0.0, 1.0, 1.0) for n in (6, 12, 25, 50) for k in range(3)]
+    res = forecast(flat, sizes=[50, 200], n_boot=20)
+    t = res.trust(200)
+    assert not t.trusted and "stayed at 0 over the measured sizes" in t.text
+    assert res.trust(50).trusted  # inside the measured range
+    assert any("stayed at 0" in w for w in res.warnings)
+    rising = points(lambda n: 0.9 - 0.5 * n ** -0.5, 0.005, 0, grid=[25, 50, 100, 200])
+    assert "stayed at 0" not in forecast(rising, sizes=[800], n_boot=20).trust(800).text
