@@ -380,7 +380,7 @@ def _bounded(cfg: RunConfig) -> bool:
 
     try:
         return bool(TASKS.get(cfg.task).spec.higher_is_better(cfg.eval.primary))
-    except Exception:  # noqa: BLE001  (an unknown task or metric fails later, with its own message)
+    except TunewiseError:  # an unknown task or metric fails in check_config, with its own message
         return True
 
 

@@ -241,33 +241,24 @@ def merge_run(run_dir: str | Path, output_dir: str | Path, *, overwrite: bool = 
     cfg = load_config(run / "config.yaml") if (run / "config.yaml").is_file() else load_config(None)
     cfg.model = info["base_model"]
     task = TASKS.get(info.get("task", cfg.task))()
-    if getattr(task, "saves_merged", False):  # the run's own model already has the adapter folded in (and its head)
-        return _copy_merged(run, out, info)
-    model = task.load_model(cfg, pick_device("cpu"))
-    backbone = backbone_of(task, model)
-    with _quiet_peft():
-        merged = load_adapter(backbone, run / ADAPTER_DIR).merge_and_unload()
-    model = set_backbone(task, model, merged)
-    with staged_dir(out) as staging:
-        task.save(model, staging)
-        for f in run.iterdir():  # the run's tokenizer / processor (a causal LM's comes with its data, not its model)
-            if f.is_file() and f.name.startswith(PREPROCESSING_FILES) and not (staging / f.name).exists():
-                shutil.copy2(f, staging / f.name)
-        write_text(staging / "merged_from.json", json.dumps({"run": str(run), **info}, indent=2) + "\n")
-    return out
-
-
-def _copy_merged(run: Path, out: Path, info: dict[str, Any]) -> Path:
-    """``merge`` for tasks that save the merged model in the run folder (classifiers, image tasks: their
-    trained head is not in the base model, so the run's model is the merged one): its model files, as they are."""
-    from tunewise.outputs import staged_dir, write_text
-
-    if not (run / "config.json").is_file() or not any(run.glob("*.safetensors")):
+    # Classifiers and image tasks save the merged model in the run folder (their trained head is not in the
+    # base model): their merge is that model, copied as it is.
+    copy_model = getattr(task, "saves_merged", False)
+    if copy_model and (not (run / "config.json").is_file() or not any(run.glob("*.safetensors"))):
         raise TunewiseError(f"merge: {run} has no saved model (config.json, *.safetensors); give the folder of a finished run")
+    if not copy_model:
+        model = task.load_model(cfg, pick_device("cpu"))
+        backbone = backbone_of(task, model)
+        with _quiet_peft():
+            merged = load_adapter(backbone, run / ADAPTER_DIR).merge_and_unload()
+        model = set_backbone(task, model, merged)
     with staged_dir(out) as staging:
-        for f in run.iterdir():
-            if f.is_file() and (f.name == "config.json" or f.suffix == ".safetensors" or f.name.endswith(".safetensors.index.json")
-                                or f.name.startswith(PREPROCESSING_FILES)):
+        if not copy_model:
+            task.save(model, staging)
+        for f in run.iterdir():  # the run's tokenizer / processor (a causal LM's comes with its data, not its model)
+            model_file = copy_model and (f.name == "config.json" or f.suffix == ".safetensors"
+                                         or f.name.endswith(".safetensors.index.json"))
+            if f.is_file() and (model_file or f.name.startswith(PREPROCESSING_FILES)) and not (staging / f.name).exists():
                 shutil.copy2(f, staging / f.name)
         write_text(staging / "merged_from.json", json.dumps({"run": str(run), **info}, indent=2) + "\n")
     return out

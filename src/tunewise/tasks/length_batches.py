@@ -62,12 +62,8 @@ def grouped_batches(order: list[int], lengths: list[int], batch_size: int, *, dr
         rows = sorted(waiting + order[start:start + span], key=lambda i: -lengths[i])
         full, waiting = _fill(rows, batch_size, values, overlaps)
         batches.extend(full)
-    while waiting:
-        full, rest = _fill(sorted(waiting, key=lambda i: -lengths[i]), batch_size, values, overlaps, final=True)
-        if not full:  # cannot happen (a batch always takes its first row), but never loop forever
-            break
-        batches.extend(full)
-        waiting = rest
+    if waiting:  # the last batches take every row still waiting (a batch always takes its first row)
+        batches.extend(_fill(sorted(waiting, key=lambda i: -lengths[i]), batch_size, values, overlaps, final=True)[0])
     if drop_last:
         batches = [b for b in batches if len(b) == batch_size]
     return batches
@@ -100,11 +96,11 @@ def _fill(rows: list[int], batch_size: int, values, overlaps, *, final: bool = F
     return batches, []
 
 
-def _epoch_order(sampler: DefaultBatchSampler, batches: list[list[int]], lengths: list[int]) -> list[list[int]]:
+def _epoch_order(generator: torch.Generator | None, batches: list[list[int]], lengths: list[int]) -> list[list[int]]:
     """The batches shuffled with the sampler's generator, the one with the most characters first."""
     if not batches:
         return batches
-    perm = torch.randperm(len(batches), generator=sampler.generator).tolist()
+    perm = torch.randperm(len(batches), generator=generator).tolist()
     shuffled = [batches[j] for j in perm]
     biggest = max(range(len(shuffled)), key=lambda j: sum(lengths[i] for i in shuffled[j]))
     shuffled.insert(0, shuffled.pop(biggest))
@@ -124,7 +120,7 @@ class LengthGroupedNoDuplicatesSampler(NoDuplicatesBatchSampler):
         order = torch.randperm(len(self.dataset), generator=self.generator).tolist()
         batches = grouped_batches(order, self.lengths, self.batch_size, drop_last=self.drop_last,
                                   values=get_sample_values, overlaps=has_overlap)
-        yield from _epoch_order(self, batches, self.lengths)
+        yield from _epoch_order(self.generator, batches, self.lengths)
 
 
 class LengthGroupedBatchSampler(DefaultBatchSampler):
@@ -140,8 +136,8 @@ class LengthGroupedBatchSampler(DefaultBatchSampler):
         if self.generator is not None and self.seed is not None:
             self.generator.manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
-        yield from _epoch_order(self, grouped_batches(order, self.lengths, self.batch_size, drop_last=self.drop_last),
-                                self.lengths)
+        yield from _epoch_order(self.generator, grouped_batches(order, self.lengths, self.batch_size,
+                                                                drop_last=self.drop_last), self.lengths)
 
 
 def batch_sampler(*, in_batch_negatives: bool, group_by_length: bool):
