@@ -4,17 +4,20 @@ One process, run side by side:
 
 * ``demo``: one ``tunewise demo`` (``run_demo``), with a time breakdown (model load, training,
   evaluation);
-* ``old``: ``tunewise demo --budget`` with the old sweep (3 seeds at every size, a separate
-  4-epoch time run, no interim reports);
-* ``new``: ``tunewise demo --budget`` as shipped (one seed at the full size, the time curve
-  from that run, a report after every point), with the same breakdown plus report seconds;
+* ``old``: ``tunewise demo --budget`` with the sweep as of 6cd8e2e (3 seeds at every size, a
+  separate 4-epoch time run at the largest size, every data point checkpointed every epoch);
+* ``new``: ``tunewise demo --budget`` as shipped (2 seeds, one at the full size, the time curve
+  at the recommended size, short points not checkpointed), with the same breakdown;
 * ``adaptive``: per dataset, the demo's sweep in full and with ``adaptive=True``: runs,
-  seconds, and the recommendation (knee and recommended size) side by side.
+  seconds, and the recommendation (knee and recommended size) side by side;
+* ``replay``: per dataset, the demo's sweep in full (3 seeds at every size) and the adaptive rule
+  replayed on its points (:func:`replay_adaptive`): the same comparison for one sweep's cost.
 
 Usage::
 
     python benchmarks/budget_cost.py --strategy full --parts demo,old,new
     python benchmarks/budget_cost.py --strategy head --parts adaptive --datasets classification,image-classification,embedding
+    python benchmarks/budget_cost.py --parts replay --datasets embedding,classification --tag -replay
 
 Writes ``benchmarks/results/budget_cost.md`` and ``.json`` (``--tag`` keeps runs apart).
 """
@@ -33,7 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-OLD_SWEEP = {"epochs": 4.0, "largest_seeds": None, "time_from_largest": False, "interim_reports": False}
+# The demo's sweep before issue 17's last changes (6cd8e2e): 3 seeds at every size, the time curve at
+# the largest size, every data point checkpointed after every epoch.
+OLD_SWEEP = {"seeds": 3, "epochs": 4.0, "largest_seeds": None, "time_size": "largest", "time_from_largest": False}
 
 
 class Timer:
@@ -94,6 +99,44 @@ def _rec(result) -> dict[str, Any]:
             "adaptive": result.adaptive}
 
 
+def replay_adaptive(store_dir: Path, drop: float = 0.70) -> dict[str, Any]:
+    """The adaptive rule replayed on a finished full sweep's store.
+
+    A point is one deterministic run of (size, seed), so an adaptive sweep that stops after seed s
+    holds exactly the full sweep's points of seeds 0..s: the rule (knee confirmed with any one
+    seed left out; no --stop-width) is applied at each seed boundary, and the recommended size of
+    the points kept is compared with the full sweep's.
+    """
+    from tunewise.budget.adaptive import adaptive_stop
+    from tunewise.budget.advice import recommend
+    from tunewise.budget.roi import summarize_points
+    from tunewise.budget.store import ResultStore
+
+    path = store_dir / "results.jsonl"
+    header = json.loads(path.open(encoding="utf-8").readline())
+    data = [p for p in ResultStore(path, header["fingerprint"]).points() if p.kind == "data"]
+    sizes = sorted({p.size for p in data})
+    seeds = sorted({p.seed for p in data})
+    kept, decision = data, None
+    for last in seeds[:-1]:
+        prefix = [p for p in data if p.seed <= last]
+        decision = adaptive_stop(prefix, sizes, drop=drop)
+        if decision.stop:
+            kept = prefix
+            break
+
+    def answer(points):
+        rec = recommend(summarize_points(points, "data"), None, drop=drop)
+        return rec.items, rec.data_knee
+
+    full, ada = answer(data), answer(kept)
+    seconds = lambda pts: round(sum(p.train_seconds + p.eval_seconds for p in pts), 1)  # noqa: E731
+    return {"store": str(store_dir), "sizes": sizes, "seeds": len(seeds), "full_runs": len(data),
+            "full_s": seconds(data), "full_items": full[0], "adaptive_runs": len(kept), "adaptive_s": seconds(kept),
+            "adaptive_items": ada[0], "same": full == ada,
+            "stopped": bool(decision and decision.stop), "reason": decision.reason if decision else "one seed"}
+
+
 def run_part(part: str, name: str, overrides: list[str], root: Path, sweep: dict | None = None) -> dict[str, Any]:
     from rich.console import Console
 
@@ -102,6 +145,11 @@ def run_part(part: str, name: str, overrides: list[str], root: Path, sweep: dict
     quiet = Console(quiet=True)
     out = root / f"{name}-{part}"
     shutil.rmtree(out, ignore_errors=True)
+    import tunewise.budget.sweep as sweep_module
+
+    threshold = sweep_module.POINT_CHECKPOINT_SECONDS
+    if part == "old":  # every data point checkpointed, as before
+        sweep_module.POINT_CHECKPOINT_SECONDS = 0.0
     start = time.perf_counter()
     with Timer() as timer:
         if part == "demo":
@@ -111,6 +159,7 @@ def run_part(part: str, name: str, overrides: list[str], root: Path, sweep: dict
             result = run_demo(name, budget=True, output_dir=str(out), overrides=overrides, console=quiet,
                               sweep={"fresh": True, "console": quiet, **(sweep or {})})
             row = _rec(result)
+    sweep_module.POINT_CHECKPOINT_SECONDS = threshold
     row.update(wall_s=round(time.perf_counter() - start, 1), breakdown=timer.table())
     print(part, name, json.dumps(row)[:400], flush=True)
     return row
@@ -122,8 +171,14 @@ def main() -> None:
     ap.add_argument("--parts", default="demo,old,new")
     ap.add_argument("--datasets", default="embedding", help="demos for the adaptive comparison")
     ap.add_argument("--tag", default="", help="suffix of the results files")
+    ap.add_argument("--stores", default="", help="with --parts replay: NAME=DIR,... finished full sweeps to replay "
+                    "instead of running them (e.g. the old part's store)")
     args = ap.parse_args()
+    import sentence_transformers  # noqa: F401  imported before any part: no part pays the start-up alone
     import torch
+
+    import tunewise.budget.sweep  # noqa: F401
+    import tunewise.run  # noqa: F401
 
     overrides = [f"strategy.name={args.strategy}"] if args.strategy else []
     parts = args.parts.split(",")
@@ -140,7 +195,16 @@ def main() -> None:
         out.with_suffix(".md").write_text(markdown(rows, " ".join(sys.argv[1:])), encoding="utf-8")
 
     for part in parts:
-        if part == "adaptive":
+        if part == "replay":  # the adaptive rule on the full sweeps of --datasets, run now (default sweep, 3 seeds)
+            stores = dict(item.split("=", 1) for item in args.stores.split(",") if item)
+            for name, folder in stores.items():
+                rows["runs"][f"replay:{name}"] = replay_adaptive(Path(folder))
+                save()
+            for name in [n for n in args.datasets.split(",") if n and n not in stores]:
+                full = run_part("full", name, overrides, root, {"seeds": 3, "largest_seeds": None})
+                rows["runs"][f"replay:{name}"] = {"full": full, **replay_adaptive(root / f"{name}-full")}
+                save()
+        elif part == "adaptive":
             for name in args.datasets.split(","):
                 full = run_part("full", name, overrides, root)
                 ada = run_part("adaptive", name, overrides, root, {"adaptive": True})
@@ -168,12 +232,32 @@ def markdown(rows: dict[str, Any], argv: str) -> str:
                 r = runs[part]
                 lines.append(f"| demo --budget ({part}) | {r['wall_s']} | **{r['wall_s'] / demo:.2f}** | {r['runs']} | "
                              f"{r['data_knee_items']} | {r['items']} | {r['epochs']} | {r['full_run_multiple']} |")
-        lines += ["", "Where the time went (seconds, calls):", "",
+        lines += ["", "Recommendations, word for word:", ""]
+        lines += [f"* {part}: \"{runs[part]['text']}\"" for part in ("old", "new") if part in runs]
+        lines += ["", "\"cost multiple (report)\" is what the sweep's own report says: its training + evaluation "
+                  "seconds over one run of its largest point (400 pairs at the sweep's 2 epochs), without model "
+                  "loading, start-up and reports; \"x one `tunewise demo`\" is wall time against the demo's "
+                  "3-epoch run, measured here.", ""]
+        lines += ["Where the time went (seconds, calls; a time curve's evaluations run inside its training, so "
+                  "they are in both columns):", "",
                   "| run | " + " | ".join(KEYS) + " |", "|---|" + "---:|" * len(KEYS)]
         for part in ("demo", "old", "new"):
             if part in runs:
                 b = runs[part]["breakdown"]
                 lines.append(f"| {part} | " + " | ".join(f"{b[k][0]} ({b[k][1]})" if k in b else "–" for k in KEYS) + " |")
+        lines.append("")
+    replays = {k.split(":", 1)[1]: v for k, v in runs.items() if k.startswith("replay:")}
+    if replays:
+        lines += ["The adaptive rule replayed on full sweeps (3 seeds at every size, no --stop-width; a stopped "
+                  "adaptive sweep holds exactly the full sweep's points of its first seeds):", "",
+                  "| dataset (demo, strategy) | sizes | full: runs / train+eval s / items | adaptive: runs / s / items | "
+                  "same items | adaptive did |", "|---|---|---:|---:|---|---|"]
+        for name, r in replays.items():
+            did = f"stopped after {r['adaptive_runs'] // len(r['sizes'])} seeds: {r['reason']}" if r["stopped"] else \
+                f"ran all ({r['reason']})"
+            lines.append(f"| {name} | {r['sizes']} | {r['full_runs']} / {r['full_s']} / {r['full_items']} | "
+                         f"{r['adaptive_runs']} / {r['adaptive_s']} / {r['adaptive_items']} | "
+                         f"{'yes' if r['same'] else '**no**'} | {did} |")
         lines.append("")
     ada = {k.split(":", 1)[1]: v for k, v in runs.items() if k.startswith("adaptive:")}
     if ada:

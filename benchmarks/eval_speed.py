@@ -16,6 +16,7 @@ with ``strategy.cache`` false and true. Phases can run as parallel processes (``
 each merges its table into the results file.
 
     python benchmarks/eval_speed.py [--phases demo,long,speed,fit] [--rounds 1]
+    python benchmarks/eval_speed.py --phases precision --models seed42=runs/demo/model
 """
 
 from __future__ import annotations
@@ -191,6 +192,40 @@ def fit_partial(out: Path, cache: bool, max_train: int) -> dict:
             "examples": m["train"]["examples"], **{f"after {k}": m["after"][k] for k in METRICS}}
 
 
+PRECISION_METRICS = ("recall@1", "mrr@10", "ndcg@10", "mrr@20")
+
+
+def precision_table(models: dict[str, object], sets: dict[str, object], eval_cfg) -> dict:
+    """The same model and set scored in fp32 and in bf16 (batch 64): metric differences, the queries
+    whose per-query score moved, and the paired bootstrap interval of the bf16 - fp32 difference."""
+    from tunewise.evaluate.retrieval import evaluate_retrieval
+    from tunewise.evaluate.uncertainty import paired_interval
+
+    cfg = dataclasses.replace(eval_cfg, batch_size=64, k=[1, 10, 20])
+    rows = []
+    for model_name, model in models.items():
+        for set_name, data in sets.items():
+            scored = {}
+            for precision in ("fp32", "bf16"):
+                with autocast(precision):
+                    start = time.perf_counter()
+                    scored[precision] = (evaluate_retrieval(Float32(model), data, cfg, show_progress=False),
+                                         time.perf_counter() - start)
+            (a, a_s), (b, b_s) = scored["fp32"], scored["bf16"]
+            row = {"model": model_name, "set": set_name, "queries": len(data.queries),
+                   "fp32_s": round(a_s, 2), "bf16_s": round(b_s, 2)}
+            for m in PRECISION_METRICS:
+                x, y = a.items[m], b.items[m]
+                ci = paired_interval(x, y, resamples=2000)
+                row[m] = {"fp32": a.metrics[m], "bf16": b.metrics[m], "diff": b.metrics[m] - a.metrics[m],
+                          "moved": int(sum(1 for u, v in zip(x, y) if abs(u - v) > 1e-9)),
+                          "low": ci["abs_low"], "high": ci["abs_high"], "p": ci["p_value"]}
+            rows.append(row)
+            print(f"[precision] {model_name} / {set_name}: " + ", ".join(
+                f"{m} {row[m]['diff']:+.4f} ({row[m]['moved']} moved)" for m in PRECISION_METRICS), file=sys.stderr, flush=True)
+    return {"rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the speed-only variants")
@@ -198,6 +233,8 @@ def main() -> None:
     parser.add_argument("--long-docs", type=int, default=96, help="documents of the long set (every k-th kept)")
     parser.add_argument("--sample", type=int, default=192, help="short texts timed per speed variant (long: a third)")
     parser.add_argument("--max-train", type=int, default=200, help="training pairs of the partial fits")
+    parser.add_argument("--models", default="", help="precision phase: NAME=PATH,... fine-tuned models scored "
+                        "beside the pre-trained one")
     args = parser.parse_args()
     cache_dir = Path(tempfile.mkdtemp(prefix="evalspeed-cache-"))
     os.environ["TUNEWISE_CACHE"] = str(cache_dir)  # a cold cache: the fill passes are real
@@ -243,6 +280,12 @@ def main() -> None:
         short = list(data.corpus.values())[: args.sample]
         save("speed_short", speed_table("short", model, short, args.rounds))
         save("speed_long", speed_table("long", model, list(long.corpus.values())[: args.sample // 3], args.rounds))
+    if "precision" in phases:
+        models = {"pre-trained": model}
+        for item in filter(None, args.models.split(",")):
+            name, folder = item.split("=", 1)
+            models[name] = load_sentence_transformer(folder)
+        save("precision", precision_table(models, {"demo": data, "long": long}, cfg.eval))
     if "ratio" in phases:
         save("ratio_long", ratio_table("long", model, list(long.corpus.values())[: args.sample // 4], args.rounds))
     if "fit" in phases:
@@ -289,6 +332,19 @@ def write(record: dict) -> None:
                   "| encoding | seconds | speed-up | peak RSS MB |", "|---|---:|---:|---:|"]
         lines += [f"| {label} | {row['seconds']:.1f} | {base['seconds'] / row['seconds']:.2f}x | {row['peak_mb']} |"
                   for label, row in t["rows"].items()]
+        lines.append("")
+    if "precision" in record:
+        t = record["precision"]
+        lines += [f"## bf16 against fp32 evaluation, per model (batch 64 both; load {t['load_average'][0]})", "",
+                  "The same model and evaluation set scored twice. Per metric: bf16 - fp32, the queries whose "
+                  "score moved, and the paired bootstrap 95% interval of the difference over the queries.", "",
+                  "| model | set | fp32 s | bf16 s | speed-up | " + " | ".join(PRECISION_METRICS) + " |",
+                  "|---|---|---:|---:|---:|" + "---|" * len(PRECISION_METRICS)]
+        for r in t["rows"]:
+            cells = [f"{r[m]['diff'] * 100:+.2f} pt, {r[m]['moved']}/{r['queries']} moved "
+                     f"[{r[m]['low'] * 100:+.2f}, {r[m]['high'] * 100:+.2f}]" for m in PRECISION_METRICS]
+            lines.append(f"| {r['model']} | {r['set']} | {r['fp32_s']:.1f} | {r['bf16_s']:.1f} | "
+                         f"{r['fp32_s'] / r['bf16_s']:.2f}x | " + " | ".join(cells) + " |")
         lines.append("")
     if "ratio_long" in record:
         t = record["ratio_long"]

@@ -6,7 +6,8 @@ after every seed it holds whole curves. :func:`adaptive_stop` is the rule ``tune
 
 * **knee confirmed**: the data knee (:func:`~tunewise.budget.roi.find_knee` on the mean over
   seeds) lies below the largest size, so ROI has been measured past it, and leaving out any one
-  seed does not move it: one more seed would have to contradict every seed so far to change it;
+  seed does not move it: one more seed would have to contradict every seed so far to change it
+  (a size only one seed measured, e.g. the full size with ``largest_seeds=1``, stays in);
 * **forecast sharp enough** (``stop_width``): the forecast's interval at the largest grid size
   is narrower than the width the user asked for.
 
@@ -103,7 +104,7 @@ def adaptive_stop(points: Sequence[BudgetPoint], sizes: Sequence[int], *, stop_w
     knee_size = None if knee is None else sizes[knee]
     if knee is not None and knee < len(sizes) - 1:
         seeds = sorted({p.seed for p in data})
-        held = [_knee([p for p in data if p.seed != s], sizes, drop) for s in seeds]
+        held = [_knee(_leave_out(data, s), sizes, drop) for s in seeds]
         if all(k == knee for k in held):
             return StopDecision(True, f"knee at {knee_size} items on the mean of {done} seeds and with any one seed "
                                 f"left out, and ROI measured past it up to {sizes[-1]} items", knee_size, width, done)
@@ -116,6 +117,15 @@ def adaptive_stop(points: Sequence[BudgetPoint], sizes: Sequence[int], *, stop_w
         waits.append("no forecast interval yet" if width is None else
                      f"forecast interval at {sizes[-1]} items {width:.4f} wide > --stop-width {stop_width:g}")
     return StopDecision(False, "; ".join(waits), knee_size, width, done)
+
+
+def _leave_out(data: Sequence[BudgetPoint], seed: int) -> list[BudgetPoint]:
+    """The points without ``seed``'s, except at a size only that seed measured (one seed at the full
+    size, ``largest_seeds=1``): those stay, since the rule asks whether the other seeds' subsets
+    move the knee, and that size has no other seed to ask."""
+    rest = [p for p in data if p.seed != seed]
+    measured = {p.size for p in rest}
+    return rest + [p for p in data if p.seed == seed and p.size not in measured]
 
 
 def full_run_cost(data: Sequence[BudgetPoint], n_available: int) -> tuple[float | None, str]:

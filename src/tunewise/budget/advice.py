@@ -214,9 +214,11 @@ def recommend(
             cost = chosen_t.mean_seconds / 3600 * price_per_hour
             rec["cost"] = cost
             money = f", about {currency}{cost:.2f} at {currency}{price_per_hour:.2f}/hour"
+        # The seconds were measured at the time sweep's size: say so where that is not the advised size.
+        at = "" if rec.get("items") in (None, chosen_t.size) else f" at {chosen_t.size} {unit}"
         head += (
             f"{' and' if head else 'About'} {chosen_t.epoch:g} epochs (about "
-            f"{_seconds(chosen_t.mean_seconds)} of training on this machine{money})"
+            f"{_seconds(chosen_t.mean_seconds)} of training{at} on this machine{money})"
         )
         _warn_negative(times, "epochs", warnings, metric_name, times[0].higher_is_better)
         if chosen_t.higher_is_better:

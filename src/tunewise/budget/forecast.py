@@ -577,7 +577,8 @@ def validate_forecast(
     text = (
         f"Fitted on sizes {fit_sizes[0]} to {fit_sizes[-1]} only, the forecast ({res.form} "
         f"selected) predicted {pred:.3f} ({100 * res.level:.0f}% interval {low:.3f} to "
-        f"{high:.3f}) at {largest} items; observed {obs:.3f} ± {std:.3f} over {k} seeds: "
+        f"{high:.3f}) at {largest} items; observed {obs:.3f} "
+        f"{f'± {std:.3f} over {k} seeds' if k > 1 else '(one seed: no spread)'}: "
         f"{'inside' if inside else 'OUTSIDE'} the interval (error {err:.3f}, "
         f"{100 * err / obs if obs else math.nan:.1f}% of the observed value)."
     )

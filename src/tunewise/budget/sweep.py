@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import shutil
 import tempfile
 import time
@@ -75,13 +76,14 @@ class SweepPlan:
 
     sizes: list[int]
     seeds: int
-    time_size: int | None  # None: no time sweep
+    time_size: int | None  # None: no time sweep (or, with time_at_knee, not yet known)
     time_epochs: float
     eval_steps: int | None
     time_seeds: int = 1
     warnings: list[str] = field(default_factory=list)
     largest_seeds: int | None = None  # seeds at the largest size when it is all the data (None: ``seeds``)
     time_from_largest: bool = False  # the time curve is the largest size's data run, evaluated every epoch
+    time_at_knee: bool = False  # the time curve runs at the recommended size, once the data sweep has found it
 
     def seeds_at(self, size: int) -> int:
         """Seeds planned at ``size``."""
@@ -92,9 +94,10 @@ class SweepPlan:
     def fingerprint_part(self) -> dict[str, Any]:
         """Settings that change a point's value. Sizes and seeds are left out on purpose:
         a point does not depend on them, so a grid can grow and reuse its finished points."""
-        time_part = None if self.time_size is None else {
-            "size": self.time_size, "epochs": self.time_epochs, "eval_steps": self.eval_steps,
-            **({"from_largest": True} if self.time_from_largest else {})}
+        timed = self.time_size is not None or self.time_at_knee
+        time_part = None if not timed else {
+            "size": "knee" if self.time_at_knee else self.time_size, "epochs": self.time_epochs,
+            "eval_steps": self.eval_steps, **({"from_largest": True} if self.time_from_largest else {})}
         return {"subsets": SUBSET_SCHEME, "time": time_part}
 
 
@@ -154,6 +157,11 @@ def equal_labels_probe(task: Any, model: Any, subset: Any, cfg: RunConfig) -> tu
 
 
 _POINT_ROOT: list[Path] = []  # run_budget's <budget folder>/.points while an in-process backend runs its jobs
+# A data point expected to train for less than this is not checkpointed (with the default
+# checkpoint_every: epoch): a kill then loses at most this, while a checkpoint of a full MiniLM
+# costs ~0.75 s of a 2-core CPU (weights, optimizer, RNG), as long as a small point's training.
+POINT_CHECKPOINT_SECONDS = 120.0
+_POINT_PACE: dict[str, float] = {}  # training seconds per item-epoch of the sweep's last data point, by .points folder
 
 
 def point_name(job: PointJob) -> str:
@@ -169,15 +177,19 @@ def point_folder(job: PointJob, cfg: RunConfig):
     ``train.checkpoint_every`` says; a sweep killed mid-point continues that point from its last
     checkpoint on the next run (``earlier``: that checkpoint, for the seconds it already trained)
     and the folder goes once the point is stored. Time curves (they evaluate as they train), Ray
-    workers and ``checkpoint_every: off`` train in a temporary folder.
+    workers, ``checkpoint_every: off`` and, with ``checkpoint_every: epoch``, a point that the
+    sweep's last point says will train for under :data:`POINT_CHECKPOINT_SECONDS` train in a
+    temporary folder.
     """
     from tunewise.checkpoints import RUN_FILE, is_work_folder, latest_checkpoint, parse_every
 
-    if not _POINT_ROOT or job.kind != "data" or parse_every(cfg.train.checkpoint_every).unit == "off":
+    every = parse_every(cfg.train.checkpoint_every).unit
+    folder = _POINT_ROOT[-1] / point_name(job) if _POINT_ROOT else None
+    if folder is None or job.kind != "data" or every == "off" or (
+            every == "epoch" and not is_work_folder(folder) and _expected_seconds(job, cfg) < POINT_CHECKPOINT_SECONDS):
         with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as tmp:
             yield tmp, None
         return
-    folder = _POINT_ROOT[-1] / point_name(job)
     earlier = None
     if is_work_folder(folder):
         point = latest_checkpoint(folder)
@@ -189,6 +201,12 @@ def point_folder(job: PointJob, cfg: RunConfig):
 
         write_json(folder / RUN_FILE, {"budget_point": job.label})
     yield str(folder), earlier
+
+
+def _expected_seconds(job: PointJob, cfg: RunConfig) -> float:
+    """Training seconds of ``job`` at the pace of the sweep's last data point (inf before the first)."""
+    pace = _POINT_PACE.get(str(_POINT_ROOT[-1])) if _POINT_ROOT else None
+    return math.inf if pace is None else pace * job.size * float(cfg.train.epochs)
 
 
 def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_before: float, device: str,
@@ -239,6 +257,8 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
         if earlier is not None:  # a killed point continued from its checkpoint: its earlier training counts
             stats.seconds += earlier.train_seconds
             base["resumed_from_step"] = earlier.step
+        if _POINT_ROOT and stats.epochs:
+            _POINT_PACE[str(_POINT_ROOT[-1])] = float(stats.seconds) / (job.size * float(stats.epochs))
     after = task.evaluate(eval_model(strategy, model, task, options, run_cfg), subset, run_cfg)
     emit(BudgetPoint(job.size, job.seed, metric_before, float(after.metrics[primary]), float(stats.seconds) + probe_seconds,
                      float(after.seconds), **same, extra={**base, "steps": stats.steps, "epochs": stats.epochs,
@@ -254,7 +274,7 @@ def run_job(task: Any, data: Any, cfg: RunConfig, job: PointJob, *, metric_befor
         shutil.rmtree(_POINT_ROOT[-1] / point_name(job), ignore_errors=True)
 
 
-def plan_sweep(n_available: int, cfg: RunConfig, *, sizes=None, seeds: int = 3, time_size: int | None = None,
+def plan_sweep(n_available: int, cfg: RunConfig, *, sizes=None, seeds: int = 3, time_size: int | str | None = None,
                epochs: float | None = None, eval_steps: int | None = None, time_sweep: bool = True,
                time_seeds: int = 1, largest_seeds: int | None = None, time_from_largest: bool = False) -> SweepPlan:
     """Resolve the grid and the time sweep against the data that exists.
@@ -282,9 +302,10 @@ def plan_sweep(n_available: int, cfg: RunConfig, *, sizes=None, seeds: int = 3, 
         raise TunewiseError(f"--epochs: must be positive; got {epochs}")
     if eval_steps is not None and eval_steps < 1:
         raise TunewiseError(f"--eval-steps: must be at least 1; got {eval_steps}")
-    t_size = None
+    t_size, at_knee = None, False
     if time_sweep:
-        t_size = grid[-1] if time_size is None else int(time_size)
+        at_knee, t_size = _time_size_option(time_size, grid, time_from_largest)
+    if t_size is not None:
         if t_size < 1:
             raise TunewiseError(f"--time-size: must be at least 1; got {time_size}")
         if t_size > n_available:
@@ -310,7 +331,45 @@ def plan_sweep(n_available: int, cfg: RunConfig, *, sizes=None, seeds: int = 3, 
                          largest_seeds, True)
     # Default: twice the configured training, to show whether training longer would pay.
     t_epochs = float(epochs) if epochs is not None else 2.0 * cfg.train.epochs
-    return SweepPlan(grid, seeds, t_size, t_epochs, eval_steps, time_seeds, warnings, largest_seeds)
+    return SweepPlan(grid, seeds, t_size, t_epochs, eval_steps, time_seeds, warnings, largest_seeds,
+                     time_at_knee=at_knee)
+
+
+def _time_size_option(time_size: int | str | None, grid: list[int], from_largest: bool) -> tuple[bool, int | None]:
+    """``--time-size`` resolved: (run at the recommended size, fixed size or None until then).
+
+    None means ``knee``, or ``largest`` with ``--time-from-largest`` (whose time curve is that run).
+    """
+    if time_size is None:
+        return (False, grid[-1]) if from_largest else (True, None)
+    text = str(time_size).strip().lower()
+    if text == "knee":
+        if from_largest:
+            raise TunewiseError("--time-size: knee runs the time curve at the recommended size, --time-from-largest "
+                                "at the largest; drop one of them")
+        return True, None
+    if text == "largest":
+        return False, grid[-1]
+    try:
+        if isinstance(time_size, bool) or float(text) != int(float(text)):
+            raise ValueError
+        return False, int(float(text))
+    except ValueError:
+        raise TunewiseError(f"--time-size: expected a number of items, knee or largest; got {time_size!r}") from None
+
+
+def knee_time_size(plan: SweepPlan, store: ResultStore, *, drop: float, unit: str = "items") -> int:
+    """The size the time curve runs at under ``--time-size knee``: the data sweep's recommended
+    size (its knee, or the largest measured size while more data still pays; the largest
+    planned size when no size has gained), so "N items and E epochs (about S s of training)"
+    is measured at the N it names."""
+    from tunewise.budget.advice import recommend
+    from tunewise.budget.results import planned_points
+    from tunewise.budget.roi import summarize_points
+
+    data, _ = planned_points(store.points(), plan)
+    rec = recommend(summarize_points(data, "data"), None, drop=drop, unit=unit)
+    return int(rec.items) if rec.items else plan.sizes[-1]
 
 
 def plan_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultStore) -> tuple[list[PointJob], int]:
@@ -337,14 +396,23 @@ def plan_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultSt
                 reused += 1
             else:
                 jobs.append(PointJob("data", size, s, tuple(subsets[s][size])))
-    if plan.time_size is not None and not plan.time_from_largest:
-        for s in range(plan.time_seeds):
-            finished = [p for p in points if p.kind == "time" and p.size == plan.time_size and p.seed == s]
-            if any(p.extra.get("final") for p in finished):
-                reused += len(finished)
-            else:  # a time run cannot restart mid-way: run it again, its points replace the old
-                jobs.append(PointJob("time", plan.time_size, s, tuple(subsets[s][plan.time_size]),
-                                     plan.time_epochs, plan.eval_steps))
+    time, time_reused = time_jobs(plan, n_available, cfg, store)
+    return jobs + time, reused + time_reused
+
+
+def time_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultStore) -> tuple[list[PointJob], int]:
+    """The separate time runs still to run, and how many time points the store already holds
+    (none while ``--time-size knee`` waits for the data sweep, or with ``--time-from-largest``)."""
+    if plan.time_size is None or plan.time_from_largest:
+        return [], 0
+    points, jobs, reused = store.points(), [], 0
+    for s in range(plan.time_seeds):
+        finished = [p for p in points if p.kind == "time" and p.size == plan.time_size and p.seed == s]
+        if any(p.extra.get("final") for p in finished):
+            reused += len(finished)
+        else:  # a time run cannot restart mid-way: run it again, its points replace the old
+            subset = nested_subsets(n_available, [plan.time_size], cfg.seed + s)[plan.time_size]
+            jobs.append(PointJob("time", plan.time_size, s, tuple(subset), plan.time_epochs, plan.eval_steps))
     return jobs, reused
 
 
@@ -411,7 +479,7 @@ def run_budget(
     *,
     sizes: list[int] | None = None,
     seeds: int = 3,
-    time_size: int | None = None,
+    time_size: int | str | None = None,
     epochs: float | None = None,
     eval_steps: int | None = None,
     time_sweep: bool = True,
@@ -440,7 +508,10 @@ def run_budget(
         sizes: data-sweep grid (default: geometric from about 25 items to all available);
             sizes above the data are capped with a warning.
         seeds: repeats per size (nested subsets and training seed differ per seed).
-        time_size: items of the time sweep (default: the largest grid size).
+        time_size: items of the time sweep: a number, ``"largest"`` (the largest grid size), or
+            ``"knee"`` (default; the largest with ``time_from_largest``): the size the data sweep
+            recommends, timed once the data points are in, so the advised epochs and seconds are
+            measured at the advised size.
         epochs: length of the time-sweep run (default: twice ``train.epochs``).
         eval_steps: also evaluate the time sweep every this many steps.
         time_sweep: False skips the time sweep.
@@ -541,9 +612,11 @@ def run_budget(
     elif jobs:
         largest = (f" ({plan.seeds_at(plan.sizes[-1])} at {plan.sizes[-1]}: all the data, the same items every seed)"
                    if plan.seeds_at(plan.sizes[-1]) != plan.seeds else "")
+        where = "the recommended size (after the data sweep)" if plan.time_at_knee else f"{plan.time_size} items"
         console.print(f"data: {n} training {task.spec.unit}; grid {plan.sizes} x {plan.seeds} seeds{largest}"
-                      + (f"; time curve at {plan.time_size} items over {plan.time_epochs:g} epochs"
-                         + (" (the largest size's run)" if plan.time_from_largest else "") if plan.time_size else ""))
+                      + (f"; time curve at {where} over {plan.time_epochs:g} epochs"
+                         + (" (the largest size's run)" if plan.time_from_largest else "")
+                         if plan.time_size or plan.time_at_knee else ""))
         with console.status("evaluating the pre-trained model"):
             with no_weight_bars():
                 model = task.load_model(cfg, device)
@@ -561,7 +634,8 @@ def run_budget(
                       "are absolute gains in the metric")
 
     finished = 0
-    total = len(jobs)
+    knee_pending = plan.time_at_knee and plan.time_size is None
+    total = len(jobs) + (plan.time_seeds if knee_pending else 0)  # the knee's time run is planned after the data
     if progress is not None:
         progress(0, total, jobs[0].label if jobs else "nothing to run")
 
@@ -586,34 +660,49 @@ def run_budget(
             report_seconds += time.perf_counter() - start
         if interim_reports and finished < total and latest:
             console.print(point_line(job.label, job.kind, job.size, job.seed, latest[0], finished, total))
+        if progress is not None:
+            nxt = (jobs[finished].label if finished < len(jobs) else
+                   "time curve at the recommended size" if finished < total else "writing the report")
+            progress(finished, total, nxt)
 
     def adaptive_due(job: PointJob) -> bool:  # the stop rule reads the forecast at the end of each seed
-        return adaptive and finished < total and jobs[finished].seed != job.seed
-        if progress is not None:
-            nxt = jobs[finished].label if finished < total else "writing the report"
-            progress(finished, total, nxt)
+        return adaptive and finished < len(jobs) and jobs[finished].seed != job.seed
 
     from tunewise.budget.adaptive import run_adaptive
     from tunewise.budget.results import point_line
 
+    def dispatch(batch: list[PointJob]) -> None:
+        if splits is not None:
+            from tunewise.folds import run_fold_jobs
+
+            run_fold_jobs(runner, batch, splits, cfg=cfg, task=task, strategy=strategy, options=options, device=device,
+                          stored={p.seed: p.metric_before for p in previous}, emit=emit, job_done=job_done, console=console)
+        else:
+            runner.run(batch, cfg=cfg, task=task, data=data, device=device, metric_before=before,
+                       emit=emit, job_done=job_done)
+
     decision = None
-    if jobs:
+    if jobs or knee_pending:
         _POINT_ROOT.append(out / ".points")  # in-process data points checkpoint there (point_folder)
         try:
-            if splits is not None:
-                from tunewise.folds import run_fold_jobs
-
-                run_fold_jobs(runner, jobs, splits, cfg=cfg, task=task, strategy=strategy, options=options, device=device,
-                              stored={p.seed: p.metric_before for p in previous}, emit=emit, job_done=job_done, console=console)
-            elif adaptive:
+            if jobs and adaptive and splits is None:
                 decision = run_adaptive(runner, jobs, plan, store, latest, stop_width=stop_width, drop=drop,
                                          console=console, cfg=cfg, task=task, data=data, device=device,
                                          metric_before=before, emit=emit, job_done=job_done)
-            else:
-                runner.run(jobs, cfg=cfg, task=task, data=data, device=device, metric_before=before,
-                           emit=emit, job_done=job_done)
+            elif jobs:
+                dispatch(jobs)
+            if knee_pending:  # --time-size knee: the data sweep has said which size to time
+                plan.time_size = knee_time_size(plan, store, drop=drop, unit=task.spec.unit)
+                later, time_reused = time_jobs(plan, n, cfg, store)
+                reused += time_reused
+                total = finished + len(later)
+                if later:
+                    console.print(f"time curve at {plan.time_size} {task.spec.unit}, the recommended size: "
+                                  f"{plan.time_epochs:g} epochs, evaluated after every epoch")
+                    jobs.extend(later)
+                    dispatch(later)
         finally:
-            _POINT_ROOT.pop()
+            _POINT_PACE.pop(str(_POINT_ROOT.pop()), None)
             _PRETRAINED.clear()
             with contextlib.suppress(OSError):  # gone when every point finished (a killed point's folder stays)
                 (out / ".points").rmdir()

@@ -148,7 +148,7 @@ def evaluate(
 def demo(
     task: str = typer.Option(DEFAULT_DEMO, "--task", "-t", help=f"Which demo: {', '.join(DEMOS.names())}."),
     budget: bool = typer.Option(False, "--budget", help="Run the budget planner's data and time sweep on the demo instead."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="With --budget: repeats per size (default 3)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="With --budget: repeats per size (default: the demo's, 2 for embedding, 3 for most)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Output folder (replaced if it exists)."),
     lang: Optional[str] = typer.Option(None, "--lang", help="FAQ language: sv (the pre-trained model is weak there) or en."),
     price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="With --budget: machine price per hour."),

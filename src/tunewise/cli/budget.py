@@ -147,7 +147,8 @@ def register(app: typer.Typer) -> None:
         seeds: int = typer.Option(3, "--seeds", help="Repeats per size (mean and spread are reported)."),
         folds: Optional[int] = typer.Option(None, "--folds", help="k-fold (eval.folds): folds replace seeds, each size trained on a "
                                             "fold's training side and scored on its held-out side (evaluation-set variance enters the error bars)."),
-        time_size: Optional[int] = typer.Option(None, "--time-size", help="Items of the time sweep (default: the largest size)."),
+        time_size: Optional[str] = typer.Option(None, "--time-size", help="Items of the time sweep: a number, largest, or knee "
+                                                "(default: the size the data sweep recommends, timed after it)."),
         epochs: Optional[float] = typer.Option(None, "--epochs", help="Length of the time-sweep run (default: 2 x train.epochs)."),
         eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="Also evaluate the time sweep every K steps."),
         no_time: bool = typer.Option(False, "--no-time", help="Skip the time sweep."),
@@ -218,7 +219,7 @@ def register(app: typer.Typer) -> None:
     def demo_budget(
         output_dir: str = typer.Option("runs/demo-budget", "--output-dir", "-o", help="Budget folder (resumed if it exists)."),
         lang: str = typer.Option("sv", "--lang", help="FAQ language: sv or en."),
-        seeds: Optional[int] = typer.Option(None, "--seeds", help="Repeats per size (demo: 3)."),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="Repeats per size (demo: 2)."),
         backend: str = typer.Option("local", "--backend", help="local or ray."),
         price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="Machine price per hour."),
         fresh: bool = typer.Option(False, "--fresh", help="Start the result store over."),

@@ -54,6 +54,13 @@ def test_a_knee_that_one_seed_moves_goes_on():
     assert not decision.stop and "moves when one seed is left out" in decision.reason
 
 
+def test_one_seed_at_the_largest_size_stays_when_that_seed_is_left_out():
+    # largest_seeds=1: only seed 0 measured 160 items; leaving seed 0 out must not drop the size
+    pts = [p for p in _points([0, 1]) if not (p.size == 160 and p.seed == 1)]
+    decision = adaptive_stop(pts, SIZES)
+    assert decision.stop and decision.knee_size == 40
+
+
 def test_stop_width_reads_the_forecast_interval_at_the_largest_size():
     linear = {s: 0.5 + 0.001 * s for s in SIZES}
     fc = SimpleNamespace(sizes=[*SIZES, 320], low=[0.0] * 4 + [0.5, 0.4], high=[1.0] * 4 + [0.62, 0.9])  # 0.12 at 160

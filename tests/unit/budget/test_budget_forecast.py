@@ -143,7 +143,13 @@ def test_validation_fits_a_quarter_and_checks_the_largest():
     assert val.observed == pytest.approx(truth("pow3", 2000), abs=0.01)
     assert val.inside and val.low <= val.observed <= val.high
     assert val.abs_error < 0.01  # seen: 0.004 on this draw
-    assert "inside the interval" in val.text
+    assert "inside the interval" in val.text and "over 3 seeds" in val.text
+
+
+def test_validation_with_one_seed_at_the_largest_size_claims_no_spread():
+    points = [p for p in sweep("pow3", seed=2) if p.size < 2000 or p.seed == 0]  # largest_seeds=1
+    val = validate_forecast(points, n_boot=40)
+    assert "(one seed: no spread)" in val.text and "± 0.000" not in val.text and "1 seeds" not in val.text
 
 
 def test_validation_reports_a_miss():

@@ -281,8 +281,10 @@ def test_a_point_killed_mid_training_continues_from_its_checkpoint(config, tmp_p
     point ends where an uninterrupted sweep's does; its checkpoints go once it is stored."""
     from transformers import TrainerCallback
 
+    import tunewise.budget.sweep as sweep_module
     import tunewise.run as run_module
 
+    monkeypatch.setattr(sweep_module, "POINT_CHECKPOINT_SECONDS", 0.0)  # the tiny model's points take under a second
     cfg = {**config, "train": {**config["train"], "epochs": 2}}
     whole = run_budget(cfg, sizes=[12, 48], seeds=1, time_sweep=False, output_dir=tmp_path / "whole")
     original = run_module.train_with_strategy
@@ -320,3 +322,31 @@ def test_target_above_one_is_refused_for_scores_but_not_for_lower_is_better_metr
         _check_options(price_per_hour=None, target=-1, drop=0.05, bounded=False)
     assert _bounded(load_config(None, values={"task": "embedding"}))
     assert not _bounded(load_config(None, values={"task": "speech-recognition"}))  # primary: WER
+
+
+def test_a_point_expected_to_train_briefly_is_not_checkpointed(config, tmp_path, monkeypatch):
+    """Once the sweep knows its pace, a data point expected to train for under POINT_CHECKPOINT_SECONDS
+    trains without checkpoints (a kill reruns it whole); the first point, of unknown pace, checkpoints."""
+    from transformers import TrainerCallback
+
+    import tunewise.budget.sweep as sweep_module
+    import tunewise.run as run_module
+
+    saved: list[tuple[int, str]] = []
+    original = run_module.train_with_strategy
+
+    class Saves(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            saved.append((state.max_steps, args.output_dir))
+
+    monkeypatch.setattr(run_module, "train_with_strategy",
+                        lambda *a, callbacks=None, **kw: original(*a, callbacks=[*(callbacks or []), Saves()], **kw))
+    cfg = {**config, "train": {**config["train"], "epochs": 2}}
+    run_budget(cfg, sizes=[12, 48], seeds=1, time_sweep=False, output_dir=tmp_path / "short")
+    assert [steps for steps, _ in saved] == [4, 4]  # 12 pairs / batch 8: 2 steps an epoch, one save each; 48: none
+    assert all("data-12-seed0" in folder for _, folder in saved)
+    saved.clear()
+    monkeypatch.setattr(sweep_module, "POINT_CHECKPOINT_SECONDS", 0.0)
+    run_budget(cfg, sizes=[12, 48], seeds=1, time_sweep=False, output_dir=tmp_path / "long")
+    assert [steps for steps, _ in saved] == [4, 4, 12, 12]
+    assert not sweep_module._POINT_PACE  # forgotten once the sweep ends
