@@ -99,16 +99,19 @@ def _rec(result) -> dict[str, Any]:
             "adaptive": result.adaptive}
 
 
-def replay_adaptive(store_dir: Path, drop: float = 0.70) -> dict[str, Any]:
+def replay_adaptive(store_dir: Path, drop: float = 0.70, stop_width: float | None = None) -> dict[str, Any]:
     """The adaptive rule replayed on a finished full sweep's store.
 
     A point is one deterministic run of (size, seed), so an adaptive sweep that stops after seed s
     holds exactly the full sweep's points of seeds 0..s: the rule (knee confirmed with any one
-    seed left out; no --stop-width) is applied at each seed boundary, and the recommended size of
-    the points kept is compared with the full sweep's.
+    seed left out; with ``stop_width``, also the forecast interval at the largest size, from the
+    interim report's forecast of the points so far) is applied at each seed boundary, and the
+    recommended size of the points kept is compared with the full sweep's.
     """
     from tunewise.budget.adaptive import adaptive_stop
     from tunewise.budget.advice import recommend
+    from tunewise.budget.forecast import forecast
+    from tunewise.budget.results import INTERIM_BOOT
     from tunewise.budget.roi import summarize_points
     from tunewise.budget.store import ResultStore
 
@@ -120,7 +123,8 @@ def replay_adaptive(store_dir: Path, drop: float = 0.70) -> dict[str, Any]:
     kept, decision = data, None
     for last in seeds[:-1]:
         prefix = [p for p in data if p.seed <= last]
-        decision = adaptive_stop(prefix, sizes, drop=drop)
+        fc = forecast(prefix, n_boot=INTERIM_BOOT) if stop_width is not None else None
+        decision = adaptive_stop(prefix, sizes, drop=drop, stop_width=stop_width, forecast=fc)
         if decision.stop:
             kept = prefix
             break
@@ -131,7 +135,7 @@ def replay_adaptive(store_dir: Path, drop: float = 0.70) -> dict[str, Any]:
 
     full, ada = answer(data), answer(kept)
     seconds = lambda pts: round(sum(p.train_seconds + p.eval_seconds for p in pts), 1)  # noqa: E731
-    return {"store": str(store_dir), "sizes": sizes, "seeds": len(seeds), "full_runs": len(data),
+    return {"store": str(store_dir), "stop_width": stop_width, "sizes": sizes, "seeds": len(seeds), "full_runs": len(data),
             "full_s": seconds(data), "full_items": full[0], "adaptive_runs": len(kept), "adaptive_s": seconds(kept),
             "adaptive_items": ada[0], "same": full == ada,
             "stopped": bool(decision and decision.stop), "reason": decision.reason if decision else "one seed"}
@@ -171,6 +175,7 @@ def main() -> None:
     ap.add_argument("--parts", default="demo,old,new")
     ap.add_argument("--datasets", default="embedding", help="demos for the adaptive comparison")
     ap.add_argument("--tag", default="", help="suffix of the results files")
+    ap.add_argument("--stop-width", type=float, default=None, help="with --parts replay: also replay --stop-width")
     ap.add_argument("--stores", default="", help="with --parts replay: NAME=DIR,... finished full sweeps to replay "
                     "instead of running them (e.g. the old part's store)")
     args = ap.parse_args()
@@ -197,13 +202,15 @@ def main() -> None:
     for part in parts:
         if part == "replay":  # the adaptive rule on the full sweeps of --datasets, run now (default sweep, 3 seeds)
             stores = dict(item.split("=", 1) for item in args.stores.split(",") if item)
-            for name, folder in stores.items():
-                rows["runs"][f"replay:{name}"] = replay_adaptive(Path(folder))
-                save()
+            widths = [None] + ([args.stop_width] if args.stop_width else [])
             for name in [n for n in args.datasets.split(",") if n and n not in stores]:
-                full = run_part("full", name, overrides, root, {"seeds": 3, "largest_seeds": None})
-                rows["runs"][f"replay:{name}"] = {"full": full, **replay_adaptive(root / f"{name}-full")}
-                save()
+                run_part("full", name, overrides, root, {"seeds": 3, "largest_seeds": None})
+                stores[f"{name} ({args.strategy or 'demo strategy'})"] = str(root / f"{name}-full")
+            for name, folder in stores.items():
+                for width in widths:
+                    key = f"replay:{name}" + (f" --stop-width {width:g}" if width else "")
+                    rows["runs"][key] = replay_adaptive(Path(folder), stop_width=width)
+                    save()
         elif part == "adaptive":
             for name in args.datasets.split(","):
                 full = run_part("full", name, overrides, root)
@@ -248,8 +255,11 @@ def markdown(rows: dict[str, Any], argv: str) -> str:
         lines.append("")
     replays = {k.split(":", 1)[1]: v for k, v in runs.items() if k.startswith("replay:")}
     if replays:
-        lines += ["The adaptive rule replayed on full sweeps (3 seeds at every size, no --stop-width; a stopped "
-                  "adaptive sweep holds exactly the full sweep's points of its first seeds):", "",
+        lines += ["The adaptive rule replayed on full sweeps (3 seeds at every size; the knee rule alone, then with "
+                  "--stop-width, read from the interim report's forecast of the points so far; a stopped adaptive "
+                  "sweep holds exactly the full sweep's points of its first seeds). The strategy is in the first "
+                  "column; items \"None\": fine-tuning beat the pre-trained baseline at no size, so no size is "
+                  "advised.", "",
                   "| dataset (demo, strategy) | sizes | full: runs / train+eval s / items | adaptive: runs / s / items | "
                   "same items | adaptive did |", "|---|---|---:|---:|---|---|"]
         for name, r in replays.items():

@@ -146,11 +146,19 @@ def model_device(model: Any) -> str:
     return "cpu"
 
 
+def evaluation_precision(config: Any, device: str) -> str:
+    """The precision a run evaluates in: ``eval.precision: fp32`` forces full precision, the default
+    (``train``) follows :func:`run_precision` on ``device``."""
+    if getattr(getattr(config, "eval", None), "precision", "train") == "fp32":
+        return "fp32"
+    return run_precision(config, device)
+
+
 def evaluation_autocast(config: Any, model: Any) -> contextlib.AbstractContextManager:
-    """:func:`inference_autocast` for a task's evaluation of ``model`` under a run's config: the
-    run's precision (:func:`run_precision`) on the model's device."""
+    """:func:`inference_autocast` for a task's evaluation of ``model`` under a run's config:
+    :func:`evaluation_precision` on the model's device."""
     device = model_device(model)
-    return inference_autocast(run_precision(config, device), device)
+    return inference_autocast(evaluation_precision(config, device), device)
 
 
 def training_autocast_off(device: str) -> contextlib.AbstractContextManager:

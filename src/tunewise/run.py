@@ -36,7 +36,7 @@ from tunewise.memory.measure import PeakMemory
 from tunewise.memory.runs import choose_cpu_allocator, memory_block, preflight_run
 from tunewise.models.loading import pick_device, resolve_model
 from tunewise.outputs import check_output_dir, library_versions, model_card, staged_dir, write_json, write_text
-from tunewise.precision import run_precision
+from tunewise.precision import evaluation_precision, run_precision
 from tunewise.strategies import StrategyInfo, count_params, resolve_strategy
 from tunewise.strategies.base import (
     eval_model,
@@ -268,7 +268,8 @@ def fit(config: RunConfig | str | Path | dict | None = None, *, overrides: list[
             # the step kept and why (None: no early stopping); resumed: from which checkpoint, what the kill cost
             "early_stopping": stats.best,
             "resumed": checkpoints.point.as_dict(checkpoints.attempt) if checkpoints.resumed else None,
-            "eval": {"seconds_before": round(before.seconds, 3), "seconds_after": round(after.seconds, 3)},
+            "eval": {"seconds_before": round(before.seconds, 3), "seconds_after": round(after.seconds, 3),
+                     "precision": evaluation_precision(cfg, device)},
             "memory": {**memory_block(estimate, estimate_note, peak), "cpu_allocator": allocator},
             "data": report,
             "examples": {"before": before.examples, "after": after.examples},

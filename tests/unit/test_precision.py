@@ -172,6 +172,35 @@ def test_tiny_embedding_fit_in_bf16_records_precision_and_mfu(tiny_st_model, pai
     assert record["tokens"] > 0 and record["model_flops"] > 0 and 0 < record["mfu"]
     assert record["flops_per_sample"] == pytest.approx(record["model_flops"] / (train["examples"] * train["epochs"]))
     assert 0 <= metrics["after"]["mrr@20"] <= 1
+    assert metrics["eval"]["precision"] == "bf16"  # evaluation follows training by default
+
+
+def test_eval_precision_fp32_scores_in_full_precision_whatever_training_uses(cpu_flags, tiny_st_model, pairs_file,
+                                                                            tmp_path, monkeypatch):
+    from tunewise.tasks import embedding
+
+    cpu_flags({"avx512_bf16"})
+    cfg = load_config(None, ["train.precision=auto", "eval.precision=fp32"])
+    assert precision.evaluation_precision(cfg, "cpu") == "fp32" and precision.run_precision(cfg, "cpu") == "bf16"
+    assert precision.evaluation_precision(load_config(None, ["train.precision=auto"]), "cpu") == "bf16"
+    with pytest.raises(TunewiseError, match="eval.precision: unknown 'bf32'; use train or fp32"):
+        load_config(None, ["eval.precision=bf32"])
+
+    seen: list[str] = []  # the autocast every evaluation pass of a fit runs under
+    original = embedding.evaluate_retrieval
+
+    def spy(*args, **kwargs):
+        seen.append(autocast_precision())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(embedding, "evaluate_retrieval", spy)
+    run = load_config(None, [
+        f"model={tiny_st_model}", f"data.train={pairs_file}", f"output_dir={tmp_path / 'run'}", "train.epochs=1",
+        "train.batch_size=8", "eval.examples=0", "train.precision=bf16", "eval.precision=fp32",
+    ])
+    metrics = json.loads((tunewise.fit(run).output_dir / "metrics.json").read_text())
+    assert metrics["train"]["precision"] == "bf16" and metrics["eval"]["precision"] == "fp32"
+    assert seen and set(seen) == {"fp32"}
 
 
 def test_training_flops_follow_kaplan():

@@ -75,5 +75,7 @@ def show_run(console: Console, metrics: dict[str, Any], output_dir: str) -> None
         f"({train['samples_per_second']:.1f} examples/s{_precision_note(train)}), "
         f"peak memory {mem['peak_mib']} MiB ({mem['method']})"
     )
-    console.print(f"evaluation: {metrics['eval']['seconds_before']:.1f} s before, {metrics['eval']['seconds_after']:.1f} s after")
+    precision = f", {metrics['eval']['precision']}" if metrics["eval"].get("precision") else ""
+    console.print(f"evaluation: {metrics['eval']['seconds_before']:.1f} s before, {metrics['eval']['seconds_after']:.1f} s after"
+                  f"{precision}")
     console.print(f"saved to [bold]{output_dir}[/] (model, metrics.json, config.yaml, README.md)")
