@@ -1,6 +1,6 @@
 """Adaptive sweeps and the sweep's cost: when more points stop changing the answer.
 
-A sweep runs seed by seed, smallest size first (:func:`tunewise.budget.sweep.plan_jobs`), so
+A sweep runs seed by seed, smallest size first (:func:`tunewise.budget.plan.plan_jobs`), so
 after every seed it holds whole curves. :func:`adaptive_stop` is the rule ``tunewise budget
 --adaptive`` applies at each seed boundary; pure, on finished points:
 

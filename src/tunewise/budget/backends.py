@@ -1,6 +1,6 @@
 """Where sweep points run: in this process one after another, or as parallel Ray tasks.
 
-Both backends take the same jobs (:class:`~tunewise.budget.sweep.PointJob`) and call
+Both backends take the same jobs (:class:`~tunewise.budget.plan.PointJob`) and call
 ``emit(point)`` for every finished point, which the sweep writes to its result store at once.
 
 **Ray** (``--backend ray``, ``pip install "tunewise[ray]"``): each job is one Ray task that

@@ -41,7 +41,7 @@ def test_ray_sweep_runs_points_as_tasks_and_matches_local(local_ray, config, tmp
     # The same job run in this process (rebuilt from the config dict, as a worker does)
     # gives the same metric: the worker saw the same split, subset and seeds.
     from tunewise.budget.grid import nested_subsets
-    from tunewise.budget.sweep import PointJob
+    from tunewise.budget.plan import PointJob
     from tunewise.run import as_config
 
     cfg = as_config(config)

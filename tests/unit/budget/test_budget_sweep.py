@@ -194,7 +194,7 @@ def test_report_options_are_checked_before_the_data_is_read(tmp_path):
 
 
 def test_sizes_above_the_data_are_capped_with_a_warning(config, tmp_path):
-    from tunewise.budget.sweep import plan_sweep
+    from tunewise.budget.plan import plan_sweep
     from tunewise.config import load_config
 
     plan = plan_sweep(48, load_config(None), sizes=[6, 12, 500], seeds=1)

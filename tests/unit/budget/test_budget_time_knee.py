@@ -14,8 +14,8 @@ import pytest
 
 from tunewise.budget import run_budget
 from tunewise.budget.advice import recommend
+from tunewise.budget.plan import plan_sweep
 from tunewise.budget.roi import BudgetPoint, summarize_points
-from tunewise.budget.sweep import plan_sweep
 from tunewise.config import load_config
 from tunewise.errors import TunewiseError
 
