@@ -10,6 +10,7 @@ One process, run side by side:
   at the recommended size, short points not checkpointed), with the same breakdown;
 * ``adaptive``: per dataset, the demo's sweep in full and with ``adaptive=True``: runs,
   seconds, and the recommendation (knee and recommended size) side by side;
+* ``cli``: the two commands as a user runs them, in fresh processes, alternating order;
 * ``replay``: per dataset, the demo's sweep in full (3 seeds at every size) and the adaptive rule
   replayed on its points (:func:`replay_adaptive`): the same comparison for one sweep's cost.
 
@@ -18,6 +19,7 @@ Usage::
     python benchmarks/budget_cost.py --strategy full --parts demo,old,new
     python benchmarks/budget_cost.py --strategy head --parts adaptive --datasets classification,image-classification,embedding
     python benchmarks/budget_cost.py --parts replay --datasets embedding,classification --tag -replay
+    python benchmarks/budget_cost.py --parts cli --rounds 2 --tag -cli
 
 Writes ``benchmarks/results/budget_cost.md`` and ``.json`` (``--tag`` keeps runs apart).
 """
@@ -141,6 +143,30 @@ def replay_adaptive(store_dir: Path, drop: float = 0.70, stop_width: float | Non
             "stopped": bool(decision and decision.stop), "reason": decision.reason if decision else "one seed"}
 
 
+def cli_rounds(rounds: int, root: Path) -> dict[str, Any]:
+    """``tunewise demo`` and ``tunewise demo --budget`` as a user runs them (fresh processes, start-up
+    included), alternating which goes first; wall seconds per round and the ratio."""
+    import subprocess
+
+    out: dict[str, Any] = {"rounds": []}
+    for r in range(rounds):
+        order = ("demo", "budget") if r % 2 == 0 else ("budget", "demo")
+        row: dict[str, Any] = {"order": list(order)}
+        for what in order:
+            folder = root / f"cli-{what}-{r}"
+            cmd = ["tunewise", "demo", "-o", str(folder), *(["--budget"] if what == "budget" else [])]
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            row[what] = round(time.perf_counter() - start, 1)
+            if what == "budget":
+                rec = json.loads((folder / "summary.json").read_text())["recommendation"]
+                row.update(recommendation=rec["text"], items=rec.get("items"), epochs=rec.get("epochs"))
+            print(f"cli round {r} {what}: {row[what]} s", flush=True)
+        row["ratio"] = round(row["budget"] / row["demo"], 2)
+        out["rounds"].append(row)
+    return out
+
+
 def run_part(part: str, name: str, overrides: list[str], root: Path, sweep: dict | None = None) -> dict[str, Any]:
     from rich.console import Console
 
@@ -175,6 +201,7 @@ def main() -> None:
     ap.add_argument("--parts", default="demo,old,new")
     ap.add_argument("--datasets", default="embedding", help="demos for the adaptive comparison")
     ap.add_argument("--tag", default="", help="suffix of the results files")
+    ap.add_argument("--rounds", type=int, default=2, help="with --parts cli: rounds of demo and demo --budget")
     ap.add_argument("--stop-width", type=float, default=None, help="with --parts replay: also replay --stop-width")
     ap.add_argument("--stores", default="", help="with --parts replay: NAME=DIR,... finished full sweeps to replay "
                     "instead of running them (e.g. the old part's store)")
@@ -200,7 +227,10 @@ def main() -> None:
         out.with_suffix(".md").write_text(markdown(rows, " ".join(sys.argv[1:])), encoding="utf-8")
 
     for part in parts:
-        if part == "replay":  # the adaptive rule on the full sweeps of --datasets, run now (default sweep, 3 seeds)
+        if part == "cli":
+            rows["runs"]["cli"] = cli_rounds(args.rounds, root)
+            save()
+        elif part == "replay":  # the adaptive rule on the full sweeps of --datasets, run now (default sweep, 3 seeds)
             stores = dict(item.split("=", 1) for item in args.stores.split(",") if item)
             widths = [None] + ([args.stop_width] if args.stop_width else [])
             for name in [n for n in args.datasets.split(",") if n and n not in stores]:
@@ -252,6 +282,21 @@ def markdown(rows: dict[str, Any], argv: str) -> str:
             if part in runs:
                 b = runs[part]["breakdown"]
                 lines.append(f"| {part} | " + " | ".join(f"{b[k][0]} ({b[k][1]})" if k in b else "–" for k in KEYS) + " |")
+        lines.append("")
+    if "cli" in runs:
+        rounds = runs["cli"]["rounds"]
+        lines += ["As a user runs them (`tunewise demo` and `tunewise demo --budget`, fresh processes with their start-up, "
+                  "the order alternating per round):", "", "| round | order | demo s | demo --budget s | ratio |",
+                  "|---:|---|---:|---:|---:|"]
+        lines += [f"| {i} | {' then '.join(r['order'])} | {r['demo']} | {r['budget']} | **{r['ratio']:.2f}** |"
+                  for i, r in enumerate(rounds)]
+        total = sum(r["budget"] for r in rounds) / sum(r["demo"] for r in rounds)
+        answers = {(r.get("items"), r.get("epochs")) for r in rounds}
+        lines += ["", f"Over the rounds: {total:.2f}x. Advised items and epochs "
+                  + ("the same in every round" if len(answers) == 1 else "DIFFER between rounds")
+                  + f" ({', '.join(f'{i} items, {e:g} epochs' for i, e in sorted(answers))}); the seconds in the text "
+                  "are each run's own measurement:", ""]
+        lines += [f"* round {i}: \"{r['recommendation'][:110]}...\"" for i, r in enumerate(rounds)]
         lines.append("")
     replays = {k.split(":", 1)[1]: v for k, v in runs.items() if k.startswith("replay:")}
     if replays:
