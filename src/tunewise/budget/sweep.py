@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import math
 import shutil
 import tempfile
@@ -475,6 +476,13 @@ def run_budget(
     decision = None
     if jobs or knee_pending:
         _POINT_ROOT.append(out / ".points")  # in-process data points checkpoint there (point_folder)
+        # The data, tokenizers and libraries live all sweep long: frozen, the full collection the
+        # Trainer runs after every point (accelerate's free_memory) skips them. Measured on the
+        # demo's head sweep: 0.4 s per point -> 0.005 s, the whole sweep 9.2 s -> 5.4 s.
+        freeze = gc.get_freeze_count() == 0  # a caller that froze objects itself keeps its own arrangement
+        if freeze:
+            gc.collect()
+            gc.freeze()
         try:
             if jobs and adaptive and splits is None:
                 decision = run_adaptive(runner, jobs, plan, store, latest, stop_width=stop_width, drop=drop,
@@ -493,6 +501,8 @@ def run_budget(
                     jobs.extend(later)
                     dispatch(later)
         finally:
+            if freeze:
+                gc.unfreeze()
             _POINT_PACE.pop(str(_POINT_ROOT.pop()), None)
             _PRETRAINED.clear()
             with contextlib.suppress(OSError):  # gone when every point finished (a killed point's folder stays)

@@ -8,6 +8,7 @@ the report) is the real one on a tiny random model.
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -30,10 +31,12 @@ class ScriptedRunner:
 
     def __init__(self) -> None:
         self.jobs: list = []
+        self.frozen: list[int] = []  # gc.get_freeze_count() while each job runs
 
     def run(self, jobs, *, cfg, task, data, device, metric_before, emit, job_done) -> None:
         for job in jobs:
             self.jobs.append(job)
+            self.frozen.append(gc.get_freeze_count())
             if job.kind == "data":
                 emit(BudgetPoint(job.size, job.seed, metric_before, metric_before * (1 + GAIN[job.size] + 0.01 * job.seed),
                                  train_seconds=job.size * 0.1, eval_seconds=1.0))
@@ -89,6 +92,9 @@ def test_the_time_curve_runs_at_the_recommended_size_after_the_data(config, tmp_
     text = result.recommendation.text
     assert f"About {rec_items} labeled items and 2 epochs (about" in text and " at 48 " not in text.split(")")[0]
     assert f"Time sweep at {rec_items} items" in text
+
+    # what lives all sweep is frozen for the garbage collector while the points run, and thawed after
+    assert all(count > 0 for count in runner.frozen) and gc.get_freeze_count() == 0
 
     again = ScriptedRunner()  # resume: nothing left, the same report
     summary = json.loads(result.summary_path.read_text(encoding="utf-8"))
