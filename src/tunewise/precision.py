@@ -149,9 +149,7 @@ def model_device(model: Any) -> str:
 def evaluation_precision(config: Any, device: str) -> str:
     """The precision a run evaluates in: ``eval.precision: fp32`` forces full precision, the default
     (``train``) follows :func:`run_precision` on ``device``."""
-    if getattr(getattr(config, "eval", None), "precision", "train") == "fp32":
-        return "fp32"
-    return run_precision(config, device)
+    return "fp32" if config.eval.precision == "fp32" else run_precision(config, device)
 
 
 def evaluation_autocast(config: Any, model: Any) -> contextlib.AbstractContextManager:

@@ -47,7 +47,8 @@ class PointJob:
 
 @dataclass
 class SweepPlan:
-    """What a sweep measures (resolved: no Nones left)."""
+    """What a sweep measures, resolved against the data (``time_size`` stays None under
+    ``time_at_knee`` until the data sweep has named the size)."""
 
     sizes: list[int]
     seeds: int
@@ -160,7 +161,7 @@ def _time_size_option(time_size: int | str | None, grid: list[int], from_largest
         raise TunewiseError(f"--time-size: expected a number of items, knee or largest; got {time_size!r}") from None
 
 
-def knee_time_size(plan: SweepPlan, store: ResultStore, *, drop: float, unit: str = "items") -> int:
+def knee_time_size(plan: SweepPlan, points: list[BudgetPoint], *, drop: float, unit: str = "items") -> int:
     """The size the time curve runs at under ``--time-size knee``: the data sweep's recommended
     size (its knee, or the largest measured size while more data still pays; the largest
     planned size when no size has gained), so "N items and E epochs (about S s of training)"
@@ -169,7 +170,7 @@ def knee_time_size(plan: SweepPlan, store: ResultStore, *, drop: float, unit: st
     from tunewise.budget.results import planned_points
     from tunewise.budget.roi import summarize_points
 
-    data, _ = planned_points(store.points(), plan)
+    data, _ = planned_points(points, plan)
     rec = recommend(summarize_points(data, "data"), None, drop=drop, unit=unit)
     return int(rec.items) if rec.items else plan.sizes[-1]
 
@@ -198,23 +199,23 @@ def plan_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultSt
                 reused += 1
             else:
                 jobs.append(PointJob("data", size, s, tuple(subsets[s][size])))
-    time, time_reused = time_jobs(plan, n_available, cfg, store)
+    time, time_reused = time_jobs(plan, n_available, cfg, points)
     return jobs + time, reused + time_reused
 
 
-def time_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, store: ResultStore) -> tuple[list[PointJob], int]:
-    """The separate time runs still to run, and how many time points the store already holds
-    (none while ``--time-size knee`` waits for the data sweep, or with ``--time-from-largest``)."""
+def time_jobs(plan: SweepPlan, n_available: int, cfg: RunConfig, points: list[BudgetPoint]) -> tuple[list[PointJob], int]:
+    """The separate time runs still to run, and how many time points of ``points`` (the store's)
+    they reuse (none while ``--time-size knee`` waits for the data sweep, or with ``--time-from-largest``).
+    A time run cannot restart mid-way: an unfinished one runs again, its points replace the old."""
     if plan.time_size is None or plan.time_from_largest:
         return [], 0
-    points, jobs, reused = store.points(), [], 0
+    jobs, reused = [], 0
     for s in range(plan.time_seeds):
-        finished = [p for p in points if p.kind == "time" and p.size == plan.time_size and p.seed == s]
-        if any(p.extra.get("final") for p in finished):
-            reused += len(finished)
-        else:  # a time run cannot restart mid-way: run it again, its points replace the old
-            subset = nested_subsets(n_available, [plan.time_size], cfg.seed + s)[plan.time_size]
-            jobs.append(PointJob("time", plan.time_size, s, tuple(subset), plan.time_epochs, plan.eval_steps))
+        job = _time_job(plan, s, nested_subsets(n_available, [plan.time_size], cfg.seed + s), points, data_point=False)
+        if job is None:
+            reused += sum(1 for p in points if p.kind == "time" and p.size == plan.time_size and p.seed == s)
+        else:
+            jobs.append(job)
     return jobs, reused
 
 

@@ -130,13 +130,14 @@ def point_folder(job: PointJob, cfg: RunConfig):
 
     every = parse_every(cfg.train.checkpoint_every).unit
     folder = _POINT_ROOT[-1] / point_name(job) if _POINT_ROOT else None
+    started = folder is not None and is_work_folder(folder)  # a killed run of this point left checkpoints
     if folder is None or job.kind != "data" or every == "off" or (
-            every == "epoch" and not is_work_folder(folder) and _expected_seconds(job, cfg) < POINT_CHECKPOINT_SECONDS):
+            every == "epoch" and not started and _expected_seconds(job, cfg) < POINT_CHECKPOINT_SECONDS):
         with tempfile.TemporaryDirectory(prefix="tunewise-budget-") as tmp:
             yield tmp, None
         return
     earlier = None
-    if is_work_folder(folder):
+    if started:
         point = latest_checkpoint(folder)
         earlier = point if point.checkpoint is not None else None
     else:
@@ -491,8 +492,9 @@ def run_budget(
             elif jobs:
                 dispatch(jobs)
             if knee_pending:  # --time-size knee: the data sweep has said which size to time
-                plan.time_size = knee_time_size(plan, store, drop=drop, unit=task.spec.unit)
-                later, time_reused = time_jobs(plan, n, cfg, store)
+                points = store.points()
+                plan.time_size = knee_time_size(plan, points, drop=drop, unit=task.spec.unit)
+                later, time_reused = time_jobs(plan, n, cfg, points)
                 reused += time_reused
                 total = finished + len(later)
                 if later:
